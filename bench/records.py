@@ -1,0 +1,158 @@
+"""The results store: one JSON record per finished run under ``results/runs/``.
+
+Records are the single source of truth for every table, plot and regression check, so they carry
+full provenance (config, code version, packages, hardware) and are validated when read: a malformed
+record is rejected with the file and the field named, never silently skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+RUNS_SUBDIR = "runs"
+
+
+class RecordError(ValueError):
+    """A record file that does not follow the schema."""
+
+    def __init__(self, path: Path | str, field_name: str, problem: str):
+        self.path = Path(path)
+        self.field = field_name
+        super().__init__(f"{path}: field '{field_name}': {problem}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything measured and known about one finished (method, dataset, backbone, recipe, seed) run."""
+
+    method: str
+    dataset: str
+    backbone: str
+    recipe: str
+    seed: int
+    config_hash: str
+    config: dict[str, Any]
+    top1: float
+    top5: float
+    params_trainable: int
+    params_total: int
+    gflops_per_view: float
+    views: int
+    wall_time_s: float
+    throughput_clips_per_s: float
+    peak_memory_bytes: int
+    broken_videos: int
+    git_commit: str
+    git_dirty: bool
+    packages: dict[str, str]
+    hardware: dict[str, Any]
+    created_at: str
+    per_class_top1: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.dataset}__{self.backbone}__{self.method}__s{self.seed}__{self.config_hash}.json"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "dataset": (str,), "backbone": (str,), "recipe": (str,), "seed": (int,),
+    "config_hash": (str,), "config": (dict,), "top1": (float, int), "top5": (float, int),
+    "params_trainable": (int,), "params_total": (int,), "gflops_per_view": (float, int),
+    "views": (int,), "wall_time_s": (float, int), "throughput_clips_per_s": (float, int),
+    "peak_memory_bytes": (int,), "broken_videos": (int,), "git_commit": (str,), "git_dirty": (bool,),
+    "packages": (dict,), "hardware": (dict,), "created_at": (str,), "per_class_top1": (list,),
+    "extra": (dict,), "schema_version": (int,),
+}
+_OPTIONAL = {f.name for f in dataclasses.fields(RunRecord) if f.default is not dataclasses.MISSING
+             or f.default_factory is not dataclasses.MISSING}
+
+
+def parse_record(data: Any, path: Path | str) -> RunRecord:
+    """Validate a decoded JSON object against the schema and build a RunRecord."""
+    if not isinstance(data, dict):
+        raise RecordError(path, "<root>", f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise RecordError(path, "schema_version", f"is {version!r}, this code reads {SCHEMA_VERSION}")
+    unknown = sorted(set(data) - set(_FIELD_TYPES))
+    if unknown:
+        raise RecordError(path, unknown[0], "is not part of the record schema")
+    for name, types in _FIELD_TYPES.items():
+        if name not in data:
+            if name in _OPTIONAL:
+                continue
+            raise RecordError(path, name, "is missing")
+        value = data[name]
+        # bool is an int subclass; only git_dirty may be a bool.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise RecordError(path, name, f"expected {expected}, got {type(value).__name__} {value!r}")
+    for name in ("top1", "top5"):
+        if not 0.0 <= data[name] <= 100.0:
+            raise RecordError(path, name, f"accuracy {data[name]} is outside [0, 100]")
+    for name in ("params_trainable", "params_total", "views", "broken_videos"):
+        if data[name] < 0:
+            raise RecordError(path, name, f"must be >= 0, got {data[name]}")
+    return RunRecord(**data)
+
+
+def load_record(path: Path | str) -> RunRecord:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RecordError(path, "<json>", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    return parse_record(data, path)
+
+
+def runs_dir(results_dir: Path | str) -> Path:
+    return Path(results_dir) / RUNS_SUBDIR
+
+
+def iter_record_paths(results_dir: Path | str) -> Iterator[Path]:
+    yield from sorted(runs_dir(results_dir).glob("*.json"))
+
+
+def load_records(results_dir: Path | str) -> list[RunRecord]:
+    """All records under ``results_dir/runs``, sorted by file name (stable order for byte-stable tables)."""
+    return [load_record(p) for p in iter_record_paths(results_dir)]
+
+
+def find_record(results_dir: Path | str, config_hash: str) -> Path | None:
+    """The record of a finished config, used to skip it unless ``--force``."""
+    matches = sorted(runs_dir(results_dir).glob(f"*__{config_hash}.json"))
+    return matches[0] if matches else None
+
+
+def write_record(results_dir: Path | str, record: RunRecord) -> Path:
+    """Write atomically: a temp file in the same folder, fsync, then rename.
+
+    Concurrent jobs each write their own file name, and rename is atomic on POSIX, so readers never
+    see a half-written record and no writer can clobber another's.
+    """
+    parse_record(json.loads(record.to_json()), record.file_name)  # never write what we could not read back
+    out_dir = runs_dir(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / record.file_name
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(record.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
