@@ -1,0 +1,322 @@
+"""Pre-trained weights from the files users have, offline, mapped key by key onto the frame encoder.
+
+Supported sources (``weights`` argument of ``build_model``):
+- an OpenAI CLIP TorchScript file (``ViT-B-16.pt``), read with ``torch.jit.load``;
+- an open_clip checkpoint: a full CLIP state dict (``visual.*`` keys), or ``{"state_dict": ...}``
+  with ``module.`` prefixes, as ``.pt``/``.bin``/``.safetensors``;
+- ``open_clip:MODEL/TAG`` (e.g. ``open_clip:ViT-B-16/openai``): an open_clip pretrained tag already
+  in the local Hugging Face cache (or open_clip's URL cache), resolved without network access;
+- a timm ViT ``.safetensors`` / ``.pth`` (timm key names);
+- a released ST-Adapter checkpoint (OpenAI visual layout without ``visual.``, plus
+  ``transformer.resblocks.{i}.adapter_pre_{attn,mlp}.{fc1,conv,fc2}.*`` and ``fc.*``).
+
+The backbone must be covered exactly: a key the encoder lacks (other than the source's own
+projection / classifier) or a key the file lacks is an error, as is any shape mismatch. Full-model
+checkpoints must also cover exactly the method's modules and the head.
+"""
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbone import BackboneConfig, FrameEncoder
+from .base import SLOT_POSITIONS, VideoClassifier, WeightsError
+from .bottleneck import BottleneckAdapter
+
+OPEN_CLIP_SCHEME = "open_clip:"
+
+SUPPORTED = ("an OpenAI CLIP TorchScript file (ViT-B-16.pt), an open_clip checkpoint (.pt/.bin/"
+             ".safetensors with visual.* keys), 'open_clip:MODEL/TAG' for a tag in the local cache, "
+             "a timm ViT .safetensors/.pth, or a released ST-Adapter checkpoint")
+
+# OpenAI/open_clip visual-tower names -> timm VisionTransformer names (prefixes on dot boundaries).
+_TOP_KEYS = (("conv1.weight", "patch_embed.proj.weight"), ("class_embedding", "cls_token"),
+             ("positional_embedding", "pos_embed"), ("ln_pre", "norm_pre"), ("ln_post", "norm"))
+_BLOCK_KEYS = (("ln_1", "norm1"), ("attn.in_proj_weight", "attn.qkv.weight"),
+               ("attn.in_proj_bias", "attn.qkv.bias"), ("attn.out_proj", "attn.proj"),
+               ("ln_2", "norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+_OPENAI_BLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
+_TIMM_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
+_RELEASED_ADAPTER = re.compile(r"transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(.+)")
+# Keys a source may carry that the encoder has no use for: CLIP's projection, timm's classifier.
+_IGNORED = {"openai": {"proj"}, "timm": {"head.weight", "head.bias"}}
+
+
+def _rename(key: str, pairs: tuple[tuple[str, str], ...], reverse: bool) -> str | None:
+    for src, dst in pairs:
+        src, dst = (dst, src) if reverse else (src, dst)
+        if key == src or key.startswith(src + "."):
+            return dst + key[len(src):]
+    return None
+
+
+def openai_to_timm_key(key: str) -> str | None:
+    """``transformer.resblocks.3.ln_1.weight`` -> ``blocks.3.norm1.weight``; None if not visual."""
+    match = _OPENAI_BLOCK.fullmatch(key)
+    if match:
+        rest = _rename(match[2], _BLOCK_KEYS, reverse=False)
+        return None if rest is None else f"blocks.{match[1]}.{rest}"
+    return _rename(key, _TOP_KEYS, reverse=False)
+
+
+def timm_to_openai_key(key: str) -> str | None:
+    match = _TIMM_BLOCK.fullmatch(key)
+    if match:
+        rest = _rename(match[2], _BLOCK_KEYS, reverse=True)
+        return None if rest is None else f"transformer.resblocks.{match[1]}.{rest}"
+    return _rename(key, _TOP_KEYS, reverse=True)
+
+
+def _to_timm_tensor(timm_key: str, value: torch.Tensor) -> torch.Tensor:
+    """OpenAI stores the class / position embeddings without timm's leading batch dims."""
+    if timm_key in ("cls_token", "pos_embed"):
+        return value.reshape(1, -1, value.shape[-1])
+    return value
+
+
+def _to_openai_tensor(timm_key: str, value: torch.Tensor) -> torch.Tensor:
+    if timm_key == "cls_token":
+        return value.reshape(-1)
+    if timm_key == "pos_embed":
+        return value.flatten(0, 1)
+    return value
+
+
+@dataclass
+class WeightSource:
+    """A weights file read and renamed into this package's key names."""
+
+    path: Path
+    layout: str                                   # "openai" (incl. open_clip, released) | "timm"
+    backbone: dict[str, torch.Tensor]             # FrameEncoder keys
+    extras: dict[str, torch.Tensor]               # VideoClassifier keys (full-model checkpoints)
+    file_keys: dict[str, str] = field(default_factory=dict)  # our key -> key in the file
+    unknown: list[str] = field(default_factory=list)         # file keys with no place in the model
+
+    def named(self, key: str) -> str:
+        file_key = self.file_keys.get(key, key)
+        return repr(file_key) if file_key == key else f"{file_key!r} (-> {key!r})"
+
+
+# ----------------------------------------------------------------------------- locating the file
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved from the environment at call time."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"),
+                                                     "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _safetensors_first(filename: str) -> list[str]:
+    """open_clip prefers a .safetensors twin of its .bin/.pth files."""
+    if filename == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", filename]
+    if filename.endswith((".bin", ".pth")):
+        return [filename[:-4] + ".safetensors", filename]
+    return [filename]
+
+
+def resolve_open_clip_tag(spec: str, backbone: BackboneConfig | None = None) -> Path:
+    """``open_clip:ViT-B-16/openai`` -> the cached file; never downloads."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    model_name, _, tag = spec[len(OPEN_CLIP_SCHEME):].partition("/")
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) if model_name and tag else {}
+    if not cfg:
+        known = open_clip.list_pretrained_tags_by_model(model_name) if model_name else []
+        raise WeightsError(f"weights {spec!r}: not an open_clip pretrained tag; expected "
+                           f"'open_clip:MODEL/TAG'" + (f", tags of {model_name}: {known}" if known
+                                                       else " (see open_clip.list_pretrained())"))
+    trained_with = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
+    if backbone is not None and backbone.act != trained_with:
+        raise WeightsError(f"weights {spec!r} were trained with {trained_with} but backbone "
+                           f"{backbone.name!r} uses {backbone.act}; choose a backbone with "
+                           f"act={trained_with!r} (e.g. clip_vit_b16 for OpenAI weights, "
+                           "clip_vit_b16_gelu for LAION/DataComp ones)")
+    searched = []
+    if cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(cfg["hf_hub"])
+        cache = hf_hub_cache_dir()
+        for name in _safetensors_first(filename or "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(repo_id, name, cache_dir=cache)
+            if isinstance(found, str):
+                return Path(found)
+            searched.append(f"{repo_id}/{name} in {cache}")
+    if cfg.get("url"):
+        cached = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+        if cached.is_file():
+            return cached
+        searched.append(str(cached))
+    raise WeightsError(f"weights {spec!r}: not in the local cache (looked for {'; '.join(searched)}). "
+                       f"Fetch it on a machine with internet (python -c \"import open_clip; "
+                       f"open_clip.create_model('{model_name}', pretrained='{tag}')\") and copy the "
+                       "cache over (HF_HOME / HF_HUB_CACHE), or pass the file's path instead")
+
+
+def resolve_weights_path(spec: str | Path, backbone: BackboneConfig | None = None) -> Path:
+    if str(spec).startswith(OPEN_CLIP_SCHEME):
+        return resolve_open_clip_tag(str(spec), backbone)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist. Expected {SUPPORTED}; "
+                           "pass its path (or use random_init=True only for tests and smoke runs)")
+    return path
+
+
+# ------------------------------------------------------------------------------- reading the file
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
+    """Find the state dict inside training checkpoints and drop DDP's ``module.`` prefix."""
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in ("state_dict", "model", "module") if k in obj), None)
+        if inner is None:
+            raise WeightsError(f"weights file {str(path)!r}: no state dict found (top-level keys: "
+                               f"{sorted(obj)[:10]}); expected {SUPPORTED}")
+        obj = inner
+    if not isinstance(obj, dict):
+        raise WeightsError(f"weights file {str(path)!r} holds a {type(obj).__name__}, not a state "
+                           f"dict; expected {SUPPORTED}")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if _is_torchscript(path):
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        return _unwrap(path, torch.load(path, map_location="cpu", weights_only=True))
+    except WeightsError:
+        raise
+    except Exception as err:  # unreadable, truncated or pickled with arbitrary objects
+        raise WeightsError(f"weights file {str(path)!r} could not be read ({type(err).__name__}: "
+                           f"{err}); expected {SUPPORTED}") from err
+
+
+def _from_openai(path: Path, state: dict[str, torch.Tensor]) -> WeightSource:
+    source = WeightSource(path, "openai", {}, {})
+    for key, value in state.items():
+        adapter = _RELEASED_ADAPTER.fullmatch(key)
+        if adapter:
+            ours = f"encoder.{adapter[2]}.{adapter[1]}.{adapter[3]}"
+            source.extras[ours] = value
+        elif key.startswith("fc."):
+            ours = f"head.{key}"
+            source.extras[ours] = value
+        elif (ours := openai_to_timm_key(key)) is not None:
+            source.backbone[ours] = _to_timm_tensor(ours, value)
+        else:
+            if key not in _IGNORED["openai"]:
+                source.unknown.append(key)
+            continue
+        source.file_keys[ours] = key
+    return source
+
+
+def read_weights(spec: str | Path, backbone: BackboneConfig | None = None) -> WeightSource:
+    """Locate, read and rename a weights source (see the module docstring for the formats)."""
+    path = resolve_weights_path(spec, backbone)
+    state = read_state_dict(path)
+    if any(k.startswith("visual.") for k in state):  # a whole CLIP: keep the image tower
+        return _from_openai(path, {k[len("visual."):]: v for k, v in state.items()
+                                   if k.startswith("visual.")})
+    if "conv1.weight" in state:
+        return _from_openai(path, state)
+    if "patch_embed.proj.weight" in state:
+        kept = {k: v for k, v in state.items() if k not in _IGNORED["timm"]}
+        return WeightSource(path, "timm", kept, {})
+    raise WeightsError(f"weights file {str(path)!r}: unrecognised key layout (first keys: "
+                       f"{sorted(state)[:8]}); expected {SUPPORTED}")
+
+
+# ------------------------------------------------------------------------------ loading into models
+
+def _check_shapes(source: WeightSource, given: dict[str, torch.Tensor],
+                  expected: dict[str, torch.Tensor], what: str) -> None:
+    for key, value in given.items():
+        if value.shape != expected[key].shape:
+            raise WeightsError(f"weights file {str(source.path)!r}: {source.named(key)} has shape "
+                               f"{tuple(value.shape)} but {what} expects {tuple(expected[key].shape)}; "
+                               "the file is for a different architecture or number of classes: pick "
+                               "the matching backbone / method options")
+
+
+def _check_keys(source: WeightSource, missing: set[str], unexpected: list[str], what: str,
+                fix: str) -> None:
+    if missing or unexpected:
+        raise WeightsError(f"weights file {str(source.path)!r} does not match {what}: "
+                           f"missing {sorted(missing)[:8]}{' ...' if len(missing) > 8 else ''}, "
+                           f"unexpected {sorted(unexpected)[:8]}{' ...' if len(unexpected) > 8 else ''}"
+                           f" ({len(missing)} missing, {len(unexpected)} unexpected). {fix}")
+
+
+def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
+    """Load the image weights; every backbone key must come from the file, and nothing else may."""
+    expected = {k: v for k, v in encoder.state_dict().items() if k in encoder.backbone_state_keys()}
+    what = f"backbone {encoder.config.name!r}"
+    unexpected = [*source.unknown, *(source.named(k) for k in source.backbone if k not in expected)]
+    _check_keys(source, set(expected) - set(source.backbone), unexpected, what,
+                f"Expected the image tower of {what} ({SUPPORTED}); only CLIP's 'proj' and a timm "
+                "'head' may be left over")
+    _check_shapes(source, source.backbone, expected, what)
+    encoder.load_state_dict(source.backbone, strict=False)
+
+
+def load_extras(model: VideoClassifier, source: WeightSource) -> None:
+    """Load a full-model checkpoint's method modules and head; they must match the model exactly."""
+    expected = {k: v for k, v in model.state_dict().items() if k in model.added_state_keys()}
+    what = f"method {model.method!r} ({model.method_config})"
+    _check_keys(source, set(expected) - set(source.extras),
+                [source.named(k) for k in source.extras if k not in expected], what,
+                "A released ST-Adapter checkpoint loads into st_adapter built with the same "
+                "width, kernel_size, positions and num_layers (e.g. preset 24x384 when it has "
+                "adapter_pre_attn keys) and the same number of classes")
+    _check_shapes(source, source.extras, expected, what)
+    model.load_state_dict(source.extras, strict=False)
+
+
+# ----------------------------------------------------------------------------------------- export
+
+def to_openai_visual_state_dict(encoder: FrameEncoder) -> dict[str, torch.Tensor]:
+    """The encoder's backbone in OpenAI visual layout (no ``visual.`` prefix, no ``proj``)."""
+    state = encoder.state_dict()
+    return {timm_to_openai_key(k): _to_openai_tensor(k, state[k])
+            for k in sorted(encoder.backbone_state_keys())}
+
+
+def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tensor]:
+    """An ``st_adapter`` model as a state dict in the released ST-Adapter layout."""
+    if model.method != "st_adapter":
+        raise WeightsError(f"only st_adapter models have the released ST-Adapter layout, "
+                           f"not {model.method!r}")
+    state = to_openai_visual_state_dict(model.encoder)
+    for position in SLOT_POSITIONS:
+        slots: nn.ModuleList = getattr(model.encoder, position)
+        for i, slot in enumerate(slots):
+            if isinstance(slot, BottleneckAdapter):
+                for key, value in slot.state_dict().items():
+                    state[f"transformer.resblocks.{i}.adapter_{position}.{key}"] = value
+    for key, value in model.head.fc.state_dict().items():
+        state[f"fc.{key}"] = value
+    return state
