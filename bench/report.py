@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 from tabulate import tabulate
 
-from bench.records import RecordError, RunRecord, load_records
+from bench.records import RecordError, RunRecord, load_records, runs_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path("results")
@@ -124,7 +125,7 @@ class ReportedRow:
 # Reading
 
 
-def method_label(record: RunRecord, where: str) -> str:
+def method_label(record: RunRecord, where: Path | str) -> str:
     """The method id, plus its options when it has any, so that two presets get two rows."""
     options = record.config.get("method_options") or {}
     if not isinstance(options, dict):
@@ -147,23 +148,24 @@ def backbone_sizes(records: Iterable[RunRecord]) -> dict[str, int]:
     return sizes
 
 
-def summarize(records: Sequence[RunRecord]) -> list[MethodSummary]:
+def summarize(records: Sequence[RunRecord], results_dir: Path | str = ".") -> list[MethodSummary]:
     """One summary per configuration, sorted by (dataset, backbone, recipe, trainable params, method).
 
     Seeds of one configuration must agree on everything that does not depend on the seed
     (parameter counts, FLOPs, views) and a seed may appear once: anything else means records of
-    different experiments were mixed, and averaging them would be wrong.
+    different experiments were mixed, and averaging them would be wrong. `results_dir` only
+    names the files in error messages.
     """
     sizes = backbone_sizes(records)
     by_key: dict[tuple[str, str, str, str], list[RunRecord]] = {}
     for r in records:
-        key = (r.dataset, r.backbone, r.recipe, method_label(r, _where(r)))
+        key = (r.dataset, r.backbone, r.recipe, method_label(r, runs_dir(results_dir) / r.file_name))
         by_key.setdefault(key, []).append(r)
 
     summaries = []
     for (dataset, backbone, recipe, method), runs in by_key.items():
         runs = sorted(runs, key=lambda r: (r.seed, r.file_name))
-        _check_consistent(runs)
+        _check_consistent(runs, runs_dir(results_dir))
         throughputs = [r.throughput_clips_per_s for r in runs if r.throughput_clips_per_s > 0]
         memories = [r.peak_memory_bytes for r in runs if r.peak_memory_bytes > 0]
         first = runs[0]
@@ -180,23 +182,22 @@ def summarize(records: Sequence[RunRecord]) -> list[MethodSummary]:
     return sorted(summaries, key=lambda s: (*s.group, s.params_trainable, s.method))
 
 
-def _where(record: RunRecord) -> str:
-    return f"runs/{record.file_name}"
-
-
-def _check_consistent(runs: list[RunRecord]) -> None:
+def _check_consistent(runs: list[RunRecord], folder: Path) -> None:
     """`runs` sorted by seed; raise if a seed repeats or the seeds disagree on a seed-free field."""
+    def where(record: RunRecord) -> Path:
+        return folder / record.file_name
+
     first = runs[0]
     for previous, r in zip(runs, runs[1:]):
         if r.seed == previous.seed:
             raise ReportError(
-                f"{_where(previous)} and {_where(r)} are both seed {r.seed} of the same configuration "
+                f"{where(previous)} and {where(r)} are both seed {r.seed} of the same configuration "
                 f"({r.dataset}, {r.backbone}, {r.recipe}, {r.method}); remove the stale one or keep "
                 "different experiments in different --results directories")
         for name in ("params_trainable", "params_total", "gflops_per_view", "views"):
             if getattr(r, name) != getattr(first, name):
                 raise ReportError(
-                    f"{_where(r)}: field '{name}' is {getattr(r, name)!r} but {_where(first)} of the "
+                    f"{where(r)}: field '{name}' is {getattr(r, name)!r} but {where(first)} of the "
                     f"same configuration has {getattr(first, name)!r}; seeds of one configuration "
                     "must agree on it (re-run the stale one with --force)")
 
@@ -333,14 +334,11 @@ def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], align: Sequenc
 
 
 def _csv_text(rows: Iterable[Sequence[object]], columns: Sequence[str]) -> str:
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join(_csv_quote(_csv_value(v)) for v in row))
-    return "\n".join(lines) + "\n"
-
-
-def _csv_quote(text: str) -> str:
-    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_value(v) for v in row] for row in rows)
+    return out.getvalue()
 
 
 def _csv_row(s: MethodSummary) -> tuple[object, ...]:
@@ -380,8 +378,9 @@ _DEFINITIONS = """\
   the number of test views.
 - **top-1 / top-5 (%)**: video-level accuracy, mean ± sample standard deviation (n - 1) over the
   n seeds; a single seed has no spread.
-- **throughput, peak memory**: as the runs recorded them (mean throughput and largest peak memory
-  over the seeds that measured them); "—" when no run measured them (e.g. on CPU).
+- **throughput, peak memory**: training clips per second (mean over seeds) and peak memory (largest
+  over seeds: CUDA max allocated on GPU, process max RSS on CPU), as the runs recorded them; "—"
+  when no run measured them.
 - **reported** rows are published numbers (`reference/published.csv`, with their source and
   setting), not reproduced by this suite and not trained under its matched recipe.
 """
@@ -614,7 +613,7 @@ def generate(results_dir: Path | str, out_dir: Path | str | None = None,
     """Read the records under `results_dir`, write tables (and plots) under `out_dir` (default: the same)."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    summaries = summarize(load_records(results_dir))
+    summaries = summarize(load_records(results_dir), results_dir)
     reported = load_reference(reference)
     paths = write_text_files(out_dir, render_tables(summaries, reported))
     if plots:
@@ -628,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the comparison tables and plots from the run records. Reads every "
                     "record in RESULTS/runs/*.json (a malformed one is an error naming file and field, "
                     "exit 2) and writes, for each (dataset, backbone, recipe): a table of method, "
-                    "trainable parameters (M and %% of the backbone), GFLOPs x views, top-1/top-5 "
+                    "trainable parameters (M and % of the backbone), GFLOPs x views, top-1/top-5 "
                     "mean ± std over seeds with n, throughput and peak memory where measured, with "
                     "published numbers for the same dataset beside it labelled 'reported'. Outputs: "
                     "OUT/README.md (Markdown), OUT/tables/*.tex and *.csv, OUT/plots/*.png and *.pdf. "
