@@ -12,10 +12,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, QuickGELU
 from timm.models.vision_transformer import VisionTransformer
 
-ACTIVATIONS = ("quick_gelu", "gelu")
+ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
 
 class BackboneError(ValueError):
@@ -50,7 +50,7 @@ class BackboneConfig:
             raise BackboneError(f"backbone {self.name!r}: width={self.width} is not divisible by "
                                 f"heads={self.heads}")
         if self.act not in ACTIVATIONS:
-            raise BackboneError(f"backbone {self.name!r}: act={self.act!r}; choose one of {ACTIVATIONS}")
+            raise BackboneError(f"backbone {self.name!r}: act={self.act!r}; choose one of {sorted(ACTIVATIONS)}")
 
     @property
     def num_patches(self) -> int:
@@ -100,6 +100,13 @@ def list_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
+class EmptySlot(nn.Identity):
+    """A slot with nothing inserted; takes the slot call signature ``(x, num_frames)``."""
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return x
+
+
 def _patch_embed_with_bias(bias: bool) -> Callable[..., PatchEmbed]:
     """timm ties the patch bias to ``pre_norm``; the config sets it on its own."""
     def make(**kwargs) -> PatchEmbed:
@@ -123,7 +130,7 @@ class FrameEncoder(nn.Module):
             img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.width, depth=cfg.depth,
             num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True, pre_norm=cfg.pre_norm,
             num_classes=0, global_pool="token", class_token=True,
-            norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps), act_layer=cfg.act,
+            norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps), act_layer=ACTIVATIONS[cfg.act],
             embed_layer=_patch_embed_with_bias(cfg.patch_bias),
         )
         self.config = cfg
@@ -136,8 +143,8 @@ class FrameEncoder(nn.Module):
         self.norm_pre = vit.norm_pre
         self.blocks = vit.blocks
         self.norm = vit.norm
-        self.pre_attn = nn.ModuleList(nn.Identity() for _ in range(cfg.depth))
-        self.pre_mlp = nn.ModuleList(nn.Identity() for _ in range(cfg.depth))
+        self.pre_attn = nn.ModuleList(EmptySlot() for _ in range(cfg.depth))
+        self.pre_mlp = nn.ModuleList(EmptySlot() for _ in range(cfg.depth))
 
     def backbone_state_keys(self) -> set[str]:
         """State-dict keys that pre-trained image weights provide (everything but the slots)."""

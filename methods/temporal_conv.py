@@ -20,9 +20,10 @@ def temporal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     ``weight`` is [C, 1, k, 1, 1] (Conv3d layout, k odd), ``bias`` is [C]; zero padding in time.
     """
     num_frames = x.shape[1]
-    taps = weight.view(weight.shape[0], -1).t()  # [k, C], tap j multiplies x[t + j - k//2]
+    # [k, C], tap j multiplies x[t + j - k//2]; in x's dtype, as Conv3d runs under autocast
+    taps = weight.view(weight.shape[0], -1).t().to(x.dtype)
     centre = taps.shape[0] // 2
-    out = torch.addcmul(bias, x, taps[centre])
+    out = torch.addcmul(bias.to(x.dtype), x, taps[centre])
     for j, tap in enumerate(taps):
         shift = j - centre
         steps = num_frames - abs(shift)

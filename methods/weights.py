@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from .backbone import BackboneConfig, FrameEncoder
-from .base import SLOT_POSITIONS, VideoClassifier, WeightsError
-from .bottleneck import BottleneckAdapter
+from .base import VideoClassifier, WeightsError
 
 OPEN_CLIP_SCHEME = "open_clip:"
 
@@ -44,6 +42,7 @@ _BLOCK_KEYS = (("ln_1", "norm1"), ("attn.in_proj_weight", "attn.qkv.weight"),
 _OPENAI_BLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
 _TIMM_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 _RELEASED_ADAPTER = re.compile(r"transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(.+)")
+_MODEL_SLOT = re.compile(r"encoder\.(pre_attn|pre_mlp)\.(\d+)\.(.+)")
 # Keys a source may carry that the encoder has no use for: CLIP's projection, timm's classifier.
 _IGNORED = {"openai": {"proj"}, "timm": {"head.weight", "head.bias"}}
 
@@ -73,6 +72,21 @@ def timm_to_openai_key(key: str) -> str | None:
     return _rename(key, _TOP_KEYS, reverse=True)
 
 
+def released_to_model_key(key: str) -> str | None:
+    """Released ST-Adapter adapter/classifier keys -> VideoClassifier keys; None for others."""
+    match = _RELEASED_ADAPTER.fullmatch(key)
+    if match:
+        return f"encoder.{match[2]}.{match[1]}.{match[3]}"
+    return f"head.{key}" if key.startswith("fc.") else None
+
+
+def model_to_released_key(key: str) -> str | None:
+    match = _MODEL_SLOT.fullmatch(key)
+    if match:
+        return f"transformer.resblocks.{match[2]}.adapter_{match[1]}.{match[3]}"
+    return key[len("head."):] if key.startswith("head.fc.") else None
+
+
 def _to_timm_tensor(timm_key: str, value: torch.Tensor) -> torch.Tensor:
     """OpenAI stores the class / position embeddings without timm's leading batch dims."""
     if timm_key in ("cls_token", "pos_embed"):
@@ -97,11 +111,18 @@ class WeightSource:
     backbone: dict[str, torch.Tensor]             # FrameEncoder keys
     extras: dict[str, torch.Tensor]               # VideoClassifier keys (full-model checkpoints)
     file_keys: dict[str, str] = field(default_factory=dict)  # our key -> key in the file
+    file_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # where they differ
     unknown: list[str] = field(default_factory=list)         # file keys with no place in the model
 
     def named(self, key: str) -> str:
-        file_key = self.file_keys.get(key, key)
+        """A key as the file spells it (and as this package does, when they differ)."""
+        file_key = self.file_keys.get(key) or self._file_layout_key(key)
         return repr(file_key) if file_key == key else f"{file_key!r} (-> {key!r})"
+
+    def _file_layout_key(self, key: str) -> str:
+        if self.layout != "openai":
+            return key
+        return model_to_released_key(key) or timm_to_openai_key(key) or key
 
 
 # ----------------------------------------------------------------------------- locating the file
@@ -137,7 +158,8 @@ def resolve_open_clip_tag(spec: str, backbone: BackboneConfig | None = None) -> 
         raise WeightsError(f"weights {spec!r}: not an open_clip pretrained tag; expected "
                            f"'open_clip:MODEL/TAG'" + (f", tags of {model_name}: {known}" if known
                                                        else " (see open_clip.list_pretrained())"))
-    trained_with = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
+    quick = cfg.get("quick_gelu", False) or (open_clip.get_model_config(model_name) or {}).get("quick_gelu")
+    trained_with = "quick_gelu" if quick else "gelu"
     if backbone is not None and backbone.act != trained_with:
         raise WeightsError(f"weights {spec!r} were trained with {trained_with} but backbone "
                            f"{backbone.name!r} uses {backbone.act}; choose a backbone with "
@@ -202,7 +224,9 @@ def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if _is_torchscript(path):
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # OpenAI ships TorchScript, deprecated or not
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
@@ -217,15 +241,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _from_openai(path: Path, state: dict[str, torch.Tensor]) -> WeightSource:
     source = WeightSource(path, "openai", {}, {})
     for key, value in state.items():
-        adapter = _RELEASED_ADAPTER.fullmatch(key)
-        if adapter:
-            ours = f"encoder.{adapter[2]}.{adapter[1]}.{adapter[3]}"
-            source.extras[ours] = value
-        elif key.startswith("fc."):
-            ours = f"head.{key}"
+        if (ours := released_to_model_key(key)) is not None:
             source.extras[ours] = value
         elif (ours := openai_to_timm_key(key)) is not None:
             source.backbone[ours] = _to_timm_tensor(ours, value)
+            if source.backbone[ours].shape != value.shape:
+                source.file_shapes[ours] = tuple(value.shape)
         else:
             if key not in _IGNORED["openai"]:
                 source.unknown.append(key)
@@ -252,31 +273,42 @@ def read_weights(spec: str | Path, backbone: BackboneConfig | None = None) -> We
 
 # ------------------------------------------------------------------------------ loading into models
 
+def _listing(items: list[str], shown: int = 8) -> str:
+    more = f", ... ({len(items)} in all)" if len(items) > shown else ""
+    return (", ".join(sorted(items)[:shown]) or "none") + more
+
+
 def _check_shapes(source: WeightSource, given: dict[str, torch.Tensor],
                   expected: dict[str, torch.Tensor], what: str) -> None:
-    for key, value in given.items():
-        if value.shape != expected[key].shape:
-            raise WeightsError(f"weights file {str(source.path)!r}: {source.named(key)} has shape "
-                               f"{tuple(value.shape)} but {what} expects {tuple(expected[key].shape)}; "
-                               "the file is for a different architecture or number of classes: pick "
-                               "the matching backbone / method options")
+    wrong = sorted(k for k, v in given.items() if v.shape != expected[k].shape)
+    if wrong:
+        described = []
+        for key in wrong:
+            shape = tuple(given[key].shape)
+            in_file = source.file_shapes.get(key, shape)
+            here = f" [{shape} here]" if in_file != shape else ""
+            described.append(f"{source.named(key)} has shape {in_file}{here} but {what} expects "
+                             f"{tuple(expected[key].shape)}")
+        raise WeightsError(f"weights file {str(source.path)!r}: {_listing(described, shown=4)}; the "
+                           "file is for a different architecture or number of classes: pick the "
+                           "matching backbone / method options")
 
 
-def _check_keys(source: WeightSource, missing: set[str], unexpected: list[str], what: str,
+def _check_keys(source: WeightSource, missing: list[str], unexpected: list[str], what: str,
                 fix: str) -> None:
     if missing or unexpected:
-        raise WeightsError(f"weights file {str(source.path)!r} does not match {what}: "
-                           f"missing {sorted(missing)[:8]}{' ...' if len(missing) > 8 else ''}, "
-                           f"unexpected {sorted(unexpected)[:8]}{' ...' if len(unexpected) > 8 else ''}"
-                           f" ({len(missing)} missing, {len(unexpected)} unexpected). {fix}")
+        raise WeightsError(f"weights file {str(source.path)!r} does not match {what}. Missing from "
+                           f"the file: {_listing(missing)}. Not used by the model: "
+                           f"{_listing(unexpected)}. {fix}")
 
 
 def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
     """Load the image weights; every backbone key must come from the file, and nothing else may."""
     expected = {k: v for k, v in encoder.state_dict().items() if k in encoder.backbone_state_keys()}
     what = f"backbone {encoder.config.name!r}"
-    unexpected = [*source.unknown, *(source.named(k) for k in source.backbone if k not in expected)]
-    _check_keys(source, set(expected) - set(source.backbone), unexpected, what,
+    unexpected = [*map(repr, source.unknown), *(source.named(k) for k in source.backbone if k not in expected)]
+    missing = [source.named(k) for k in expected if k not in source.backbone]
+    _check_keys(source, missing, unexpected, what,
                 f"Expected the image tower of {what} ({SUPPORTED}); only CLIP's 'proj' and a timm "
                 "'head' may be left over")
     _check_shapes(source, source.backbone, expected, what)
@@ -287,7 +319,7 @@ def load_extras(model: VideoClassifier, source: WeightSource) -> None:
     """Load a full-model checkpoint's method modules and head; they must match the model exactly."""
     expected = {k: v for k, v in model.state_dict().items() if k in model.added_state_keys()}
     what = f"method {model.method!r} ({model.method_config})"
-    _check_keys(source, set(expected) - set(source.extras),
+    _check_keys(source, [source.named(k) for k in expected if k not in source.extras],
                 [source.named(k) for k in source.extras if k not in expected], what,
                 "A released ST-Adapter checkpoint loads into st_adapter built with the same "
                 "width, kernel_size, positions and num_layers (e.g. preset 24x384 when it has "
@@ -311,12 +343,6 @@ def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tens
         raise WeightsError(f"only st_adapter models have the released ST-Adapter layout, "
                            f"not {model.method!r}")
     state = to_openai_visual_state_dict(model.encoder)
-    for position in SLOT_POSITIONS:
-        slots: nn.ModuleList = getattr(model.encoder, position)
-        for i, slot in enumerate(slots):
-            if isinstance(slot, BottleneckAdapter):
-                for key, value in slot.state_dict().items():
-                    state[f"transformer.resblocks.{i}.adapter_{position}.{key}"] = value
-    for key, value in model.head.fc.state_dict().items():
-        state[f"fc.{key}"] = value
+    model_state = model.state_dict()
+    state.update({model_to_released_key(k): model_state[k] for k in sorted(model.added_state_keys())})
     return state
