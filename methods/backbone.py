@@ -50,7 +50,8 @@ class BackboneConfig:
             raise BackboneError(f"backbone {self.name!r}: width={self.width} is not divisible by "
                                 f"heads={self.heads}")
         if self.act not in ACTIVATIONS:
-            raise BackboneError(f"backbone {self.name!r}: act={self.act!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise BackboneError(f"backbone {self.name!r}: act={self.act!r}; choose one of "
+                                f"{sorted(ACTIVATIONS)}")
 
     @property
     def num_patches(self) -> int:

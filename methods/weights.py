@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
 from .backbone import BackboneConfig, FrameEncoder
 from .base import VideoClassifier, WeightsError
 
@@ -110,19 +111,15 @@ class WeightSource:
     layout: str                                   # "openai" (incl. open_clip, released) | "timm"
     backbone: dict[str, torch.Tensor]             # FrameEncoder keys
     extras: dict[str, torch.Tensor]               # VideoClassifier keys (full-model checkpoints)
-    file_keys: dict[str, str] = field(default_factory=dict)  # our key -> key in the file
     file_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # where they differ
     unknown: list[str] = field(default_factory=list)         # file keys with no place in the model
 
     def named(self, key: str) -> str:
         """A key as the file spells it (and as this package does, when they differ)."""
-        file_key = self.file_keys.get(key) or self._file_layout_key(key)
+        file_key = key
+        if self.layout == "openai":
+            file_key = model_to_released_key(key) or timm_to_openai_key(key) or key
         return repr(file_key) if file_key == key else f"{file_key!r} (-> {key!r})"
-
-    def _file_layout_key(self, key: str) -> str:
-        if self.layout != "openai":
-            return key
-        return model_to_released_key(key) or timm_to_openai_key(key) or key
 
 
 # ----------------------------------------------------------------------------- locating the file
@@ -158,8 +155,8 @@ def resolve_open_clip_tag(spec: str, backbone: BackboneConfig | None = None) -> 
         raise WeightsError(f"weights {spec!r}: not an open_clip pretrained tag; expected "
                            f"'open_clip:MODEL/TAG'" + (f", tags of {model_name}: {known}" if known
                                                        else " (see open_clip.list_pretrained())"))
-    quick = cfg.get("quick_gelu", False) or (open_clip.get_model_config(model_name) or {}).get("quick_gelu")
-    trained_with = "quick_gelu" if quick else "gelu"
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    trained_with = "quick_gelu" if cfg.get("quick_gelu") or model_cfg.get("quick_gelu") else "gelu"
     if backbone is not None and backbone.act != trained_with:
         raise WeightsError(f"weights {spec!r} were trained with {trained_with} but backbone "
                            f"{backbone.name!r} uses {backbone.act}; choose a backbone with "
@@ -247,11 +244,8 @@ def _from_openai(path: Path, state: dict[str, torch.Tensor]) -> WeightSource:
             source.backbone[ours] = _to_timm_tensor(ours, value)
             if source.backbone[ours].shape != value.shape:
                 source.file_shapes[ours] = tuple(value.shape)
-        else:
-            if key not in _IGNORED["openai"]:
-                source.unknown.append(key)
-            continue
-        source.file_keys[ours] = key
+        elif key not in _IGNORED["openai"]:
+            source.unknown.append(key)
     return source
 
 
@@ -306,7 +300,8 @@ def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
     """Load the image weights; every backbone key must come from the file, and nothing else may."""
     expected = {k: v for k, v in encoder.state_dict().items() if k in encoder.backbone_state_keys()}
     what = f"backbone {encoder.config.name!r}"
-    unexpected = [*map(repr, source.unknown), *(source.named(k) for k in source.backbone if k not in expected)]
+    unexpected = [*map(repr, source.unknown),
+                  *(source.named(k) for k in source.backbone if k not in expected)]
     missing = [source.named(k) for k in expected if k not in source.backbone]
     _check_keys(source, missing, unexpected, what,
                 f"Expected the image tower of {what} ({SUPPORTED}); only CLIP's 'proj' and a timm "

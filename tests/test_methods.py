@@ -186,7 +186,8 @@ def test_trainable_sets_are_what_each_method_declares():
     names = {m: {n for n, _ in tiny_model(m).trainable_named_parameters()} for m in TINY_OPTIONS}
     head = {"head.fc.weight", "head.fc.bias"}
     assert names["linear_probe"] == head
-    assert names["full_ft"] == head | {f"encoder.{k}" for k in tiny_model("full_ft").encoder.backbone_state_keys()}
+    backbone = {f"encoder.{k}" for k in tiny_model("full_ft").encoder.backbone_state_keys()}
+    assert names["full_ft"] == head | backbone
     assert {n.split(".")[2] for n in names["partial_ft"] if n.startswith("encoder.blocks.")} == {"2", "3"}
     assert {n for n in names["partial_ft"] if not n.startswith("encoder.blocks.")} == head | {
         "encoder.norm.weight", "encoder.norm.bias"}
@@ -221,7 +222,8 @@ def test_plain_adapter_is_a_gelu_bottleneck_with_zero_up_projection():
     assert adapter.conv is None and isinstance(adapter.act, nn.GELU)
     assert not adapter.fc2.weight.any() and not adapter.fc2.bias.any()
     k1 = tiny_model("adapter", kernel_size=1).encoder.pre_mlp[0]
-    assert k1.conv.weight.shape == (16, 1, 1, 1, 1) and torch.equal(k1.conv.weight, torch.ones_like(k1.conv.weight))
+    assert k1.conv.weight.shape == (16, 1, 1, 1, 1)
+    assert torch.equal(k1.conv.weight, torch.ones_like(k1.conv.weight))  # identity in time
 
 
 def test_prompt_tuning_tokens():
@@ -264,7 +266,8 @@ def test_head_init_and_dropout():
 # ------------------------------------------------------------------------------------ bad input
 
 def test_unknown_method():
-    with pytest.raises(UnknownMethodError, match=r"unknown method 'st-adapter'; choose one of .*'st_adapter'"):
+    with pytest.raises(UnknownMethodError, match=r"unknown method 'st-adapter'; choose one of "
+                                                 r".*'st_adapter'"):
         build_model("st-adapter", TINY, 5, 4, random_init=True)
 
 
@@ -274,9 +277,11 @@ def test_unknown_method():
     ("st_adapter", {"kernel_size": None}, r"kernel_size=None is invalid: ST-Adapter needs its temporal conv"),
     ("st_adapter", {"width": 0}, r"st_adapter: option width=0 is invalid: expected an int >= 1"),
     ("adapter", {"width": -3}, r"adapter: option width=-3 is invalid"),
-    ("adapter", {"kernel_size": 3}, r"adapter: option kernel_size=3 is invalid: a plain adapter is per-frame"),
+    ("adapter", {"kernel_size": 3}, r"adapter: option kernel_size=3 is invalid: a plain adapter is "
+                                    r"per-frame"),
     ("st_adapter", {"positions": ("pre_ffn",)}, r"option positions=\('pre_ffn',\) is invalid"),
-    ("st_adapter", {"preset": "48x384"}, r"st_adapter: unknown preset '48x384'; presets: \['12x384', '24x384'\]"),
+    ("st_adapter", {"preset": "48x384"}, r"st_adapter: unknown preset '48x384'; presets: "
+                                         r"\['12x384', '24x384'\]"),
     ("st_adapter", {"widht": 8}, r"st_adapter: unknown option\(s\) \['widht'\]"),
     ("prompt_tuning", {"num_tokens": 0}, r"prompt_tuning: option num_tokens=0 is invalid"),
     ("prompt_tuning", {"deep": "yes"}, r"prompt_tuning: option deep='yes' is invalid"),

@@ -218,8 +218,8 @@ def test_released_layout_round_trip(clip, tmp_path):
 
 def test_released_layout_needs_the_matching_preset(tmp_path):
     path = tmp_path / "adapter24.pth"
-    torch.save(export_st_adapter_checkpoint(random_st_adapter({"width": 16, "positions": "pre_attn,pre_mlp"})),
-               path)
+    both = {"width": 16, "positions": "pre_attn,pre_mlp"}
+    torch.save(export_st_adapter_checkpoint(random_st_adapter(both)), path)
     with pytest.raises(WeightsError, match=r"does not match method 'st_adapter' .* Not used by the model: "
                                            r"'transformer\.resblocks\.0\.adapter_pre_attn\.conv\.bias' "
                                            r"\(-> 'encoder\.pre_attn\.0\.conv\.bias'\).*preset 24x384"):
@@ -228,7 +228,7 @@ def test_released_layout_needs_the_matching_preset(tmp_path):
                                            r"method 'st_adapter' .* expects \(7,\), 'fc\.weight' \(-> "
                                            r"'head\.fc\.weight'\) has shape \(5, 64\) but .* expects \(7, 64\)"):
         build_model("st_adapter", TINY, num_classes=7, num_frames=2, weights=path,
-                    method_options={"width": 16, "positions": "pre_attn,pre_mlp"})
+                    method_options=both)
 
 
 def test_open_clip_export_round_trip(tmp_path):
@@ -265,8 +265,8 @@ def test_wrong_architecture(clip, tmp_path):
     register_backbone(BackboneConfig("vit_tiny_test_wide", 32, 8, 96, 4, 4))
     with pytest.raises(WeightsError, match=r"'class_embedding' \(-> 'cls_token'\) has shape \(64,\) "
                                            r"\[\(1, 1, 64\) here\] but backbone 'vit_tiny_test_wide' "
-                                           rf"expects \(1, 1, 96\), 'conv1\.weight' .* \({len(clip.visual.state_dict()) - 1} "
-                                           r"in all\)"):
+                                           r"expects \(1, 1, 96\), 'conv1\.weight' .* "
+                                           rf"\({len(clip.visual.state_dict()) - 1} in all\)"):
         build(path, backbone="vit_tiny_test_wide")
 
 
