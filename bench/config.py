@@ -1,0 +1,233 @@
+"""Typed run configuration: the matched recipes and the identity (hash) of a run.
+
+A run is fully determined by (method, method options, dataset, backbone, weights, recipe, seed);
+``RunConfig.hash()`` names it, so a finished run is found again and skipped. Where the data lives and
+how a run is executed (GPUs, micro-batch, workers) are not part of the identity: they change where
+and how fast, not what is computed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.data.spec import ClipSpec
+
+# Bump when the engine changes what a config computes (loss, schedule, sampling of steps), so old
+# records stop matching new runs instead of being silently skipped.
+ENGINE_VERSION = 1
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DATASET_RECIPES = {"k400": "k400", "ssv2": "ssv2", "synth_appearance": "synth", "synth_motion": "synth"}
+
+
+class ConfigError(ValueError):
+    """A recipe or run option with an impossible value; the message names the field and the fix."""
+
+    def __init__(self, where: str, problem: str):
+        self.where = where
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The matched training and evaluation recipe: identical for every method except the learning rate
+    of methods listed in ``method_base_lr`` and the per-method module options in ``method_options``.
+
+    ``batch_size`` is the *global* batch (clips per optimizer step, summed over GPUs and gradient
+    accumulation), so a recipe means the same optimisation on 1 GPU or 32.
+    """
+
+    name: str
+    epochs: int
+    warmup_epochs: float
+    batch_size: int
+    base_lr: float  # per 256 clips; the peak lr is base_lr * batch_size / 256
+    clip: ClipSpec
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; fp16 adds a GradScaler
+    half_frozen: bool = False  # hold frozen weights in the autocast dtype (GPU only)
+    head_dropout: float = 0.5  # the shared head's dropout (DESIGN.md §2)
+    method_base_lr: Mapping[str, float] = field(default_factory=dict)
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"recipe '{self.name}'"
+        if self.epochs < 1:
+            raise ConfigError(f"{where} epochs", f"must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"{where} warmup_epochs", f"must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{where} batch_size", f"must be >= 1, got {self.batch_size}")
+        for name, lr in {"base_lr": self.base_lr, **{f"method_base_lr[{m}]": v for m, v in self.method_base_lr.items()}}.items():
+            if not (lr > 0 and math.isfinite(lr)):
+                raise ConfigError(f"{where} {name}", f"must be a positive number, got {lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where} weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"{where} head_dropout", f"must be in [0, 1), got {self.head_dropout}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{where} precision", f"{self.precision!r} is not one of {PRECISIONS}")
+
+    def base_lr_for(self, method: str) -> float:
+        return self.method_base_lr.get(method, self.base_lr)
+
+    def peak_lr(self, method: str) -> float:
+        """Linear scaling rule: the lr grows with the global batch."""
+        return self.base_lr_for(method) * self.batch_size / 256
+
+    def options_for(self, method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {**self.method_options.get(method, {}), **(overrides or {})}
+
+    def with_overrides(self, **changes: Any) -> "RecipeConfig":
+        """A copy with some fields changed; the name records the change so tables never mix the two."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        clip_fields = {f.name for f in dataclasses.fields(ClipSpec)}
+        clip_changes = {k: v for k, v in changes.items() if k in clip_fields}
+        own = {k: v for k, v in changes.items() if k not in clip_fields}
+        unknown = set(own) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"recipe '{self.name}'", f"unknown field(s) {sorted(unknown)}")
+        label = ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+        clip = dataclasses.replace(self.clip, **clip_changes) if clip_changes else self.clip
+        return dataclasses.replace(self, name=f"{self.name}({label})", clip=clip, **own)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RecipeConfig":
+        data = dict(data)
+        clip = data.pop("clip")
+        clip = ClipSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in clip.items()})
+        data["betas"] = tuple(data["betas"])
+        return cls(clip=clip, **data)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: tuples as lists, mappings as sorted dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- Presets -------------------------------------------------------------------------------------
+# DESIGN.md §4, from the reference training scripts: K400 ran 3 GPUs x 64 clips (global 192),
+# SSv2 4 GPUs x 64 (global 256), both with base lr 1e-3 per 256 clips.
+
+# Full fine-tuning moves all 86M weights; at the adapters' lr 1e-3 it destroys the CLIP features.
+# 3e-5 per 256 clips is the usual range for fine-tuning CLIP towers end to end; it was not swept on
+# K400/SSv2 here (no data on the development machines): sweep with --lr and --methods full_ft.
+FULL_FT_BASE_LR = 3e-5
+
+K400 = RecipeConfig(
+    name="k400", epochs=12, warmup_epochs=2, batch_size=192, base_lr=1e-3,
+    clip=ClipSpec(num_frames=8, sampling="dense", stride=16, input_size=224, augment="k400",
+                  short_side_range=(224, 258), test_clips=3, test_crops=1),
+    precision="fp16", half_frozen=True,
+    method_base_lr={"full_ft": FULL_FT_BASE_LR},
+    method_options={"st_adapter": {"preset": "12x384"}},
+)
+
+SSV2 = RecipeConfig(
+    name="ssv2", epochs=50, warmup_epochs=2, batch_size=256, base_lr=1e-3,
+    clip=ClipSpec(num_frames=8, sampling="uniform", input_size=224, augment="ssv2",
+                  test_clips=1, test_crops=3),
+    precision="fp16", half_frozen=True,
+    method_base_lr={"full_ft": FULL_FT_BASE_LR},
+    method_options={"st_adapter": {"preset": "24x384"}},
+)
+
+# The embedded default (DESIGN.md §7): tiny clips of the synthetic world on CPU. Tuned so the whole
+# 42-run suite fits in 10 minutes on 2 cores; see README for the measurements behind the values.
+SYNTH = RecipeConfig(
+    name="synth", epochs=6, warmup_epochs=1, batch_size=32, base_lr=1e-3,
+    clip=ClipSpec(num_frames=8, sampling="uniform", input_size=32, augment="none",
+                  short_side_range=(32, 32), test_clips=1, test_crops=1),
+    precision="auto",
+    method_base_lr={"full_ft": 1e-4},
+)
+
+RECIPES: dict[str, RecipeConfig] = {r.name: r for r in (K400, SSV2, SYNTH)}
+
+
+def get_recipe(name: str) -> RecipeConfig:
+    if name not in RECIPES:
+        raise ConfigError("--recipe", f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def default_recipe(dataset: str) -> RecipeConfig:
+    if dataset not in DATASET_RECIPES:
+        raise ConfigError("--recipe", f"dataset {dataset!r} has no default recipe; pass --recipe "
+                          f"({', '.join(sorted(RECIPES))})")
+    return RECIPES[DATASET_RECIPES[dataset]]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One matched run. ``weights`` is a file path, an open_clip tag, or a ``pretrain:`` reference."""
+
+    method: str
+    dataset: str
+    backbone: str
+    recipe: RecipeConfig
+    seed: int
+    weights: str | None = None
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    data_root: str | None = None  # where the data is, not what it is: outside the identity
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the result, and nothing else."""
+        recipe = self.recipe.to_dict()
+        del recipe["name"]  # content, not label
+        return _plain({
+            "engine_version": ENGINE_VERSION, "method": self.method,
+            "method_options": self.method_options, "dataset": self.dataset, "backbone": self.backbone,
+            "weights": weights_identity(self.weights), "recipe": recipe, "seed": self.seed,
+        })
+
+    def hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        """Same stem as the record file (bench.records.RunRecord.file_name)."""
+        return f"{self.dataset}__{self.backbone}__{self.method}__s{self.seed}__{self.hash()}"
+
+    @property
+    def peak_lr(self) -> float:
+        return self.recipe.peak_lr(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain({
+            "method": self.method, "method_options": self.method_options, "dataset": self.dataset,
+            "backbone": self.backbone, "weights": self.weights, "recipe": self.recipe.to_dict(),
+            "seed": self.seed, "data_root": self.data_root, "engine_version": ENGINE_VERSION,
+        })
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        data = dict(data)
+        data.pop("engine_version", None)
+        return cls(recipe=RecipeConfig.from_dict(data.pop("recipe")), **data)
+
+
+WEIGHT_SCHEMES = ("open_clip:", "pretrain:")
+
+
+def weights_identity(weights: str | None) -> str | None:
+    """Weights by file name, not full path: the same file mounted elsewhere is the same run."""
+    if weights is None or weights.startswith(WEIGHT_SCHEMES):
+        return weights  # open_clip tag or pre-training reference: already location-free
+    return Path(weights).name

@@ -1,0 +1,542 @@
+"""The training and evaluation engine: one matched run from config to record.
+
+Everything that could make two methods' runs differ other than the method is fixed here: the same
+sample order, augmentation draws and schedule for every method (all derived from the seed), the same
+optimiser and evaluation. A run checkpoints after every epoch and resumes from the last checkpoint
+on restart, ending with the same metrics as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import math
+import os
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from bench import provenance
+from bench.config import RunConfig
+from bench.counting import Counts, count_model
+from bench.records import RunRecord, write_record
+
+log = logging.getLogger(__name__)
+
+WORK_SUBDIR = "work"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "run.log"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run executes; never what it computes (up to float summation order across devices)."""
+
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    batch_per_device: int | None = None  # micro-batch; None: global batch / world size (no accumulation)
+    num_workers: int = 0
+    threads: int | None = None  # torch CPU threads in this process
+    progress: bool = True
+    keep_checkpoint: bool = False  # a finished run's checkpoint is deleted once its record is written
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def work_dir(results_dir: Path | str, cfg: RunConfig) -> Path:
+    """Per-run log and checkpoint folder (not part of the committed results)."""
+    return Path(results_dir) / WORK_SUBDIR / cfg.name
+
+
+# -- Distributed set-up ---------------------------------------------------------------------------
+
+def init_distributed(execution: Execution) -> DistContext:
+    """Join the process group described by the environment (torchrun or submitit exports
+    RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT); a single process needs none of it."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = execution.device == "cuda" or (execution.device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but CUDA is not available on this machine")
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://",
+                                rank=rank, world_size=world_size,
+                                timeout=_dt.timedelta(minutes=30))
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def _all_reduce(tensor: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor:
+    if ctx.world_size > 1:
+        backend_device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+        moved = tensor.to(backend_device)
+        dist.all_reduce(moved, op=op or dist.ReduceOp.SUM)
+        return moved.to(tensor.device)
+    return tensor
+
+
+def _all_union(items: set, ctx: DistContext) -> set:
+    if ctx.world_size == 1:
+        return items
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, items)
+    return set().union(*gathered)
+
+
+# -- Seeding and sample order ---------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's shuffled sample order: a function of (seed, epoch) only, so every method, world
+    size and resumed run sees the same samples in the same optimizer steps."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_samples, generator=generator)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How a global batch is split: over ranks, then into gradient-accumulation micro-batches."""
+
+    global_batch: int
+    world_size: int
+    micro_batch: int
+
+    @property
+    def per_rank(self) -> int:
+        return self.global_batch // self.world_size
+
+    @property
+    def accumulation(self) -> int:
+        return self.per_rank // self.micro_batch
+
+    @classmethod
+    def make(cls, global_batch: int, world_size: int, batch_per_device: int | None) -> "StepPlan":
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} does not split over {world_size} processes; "
+                             "choose a batch size that is a multiple of the number of GPUs")
+        per_rank = global_batch // world_size
+        micro = per_rank if batch_per_device is None else min(batch_per_device, per_rank)
+        while per_rank % micro:  # largest micro-batch <= the asked one that divides the rank's share
+            micro -= 1
+        return cls(global_batch, world_size, micro)
+
+
+def train_batches(num_samples: int, plan: StepPlan, rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This rank's micro-batches for one epoch, ``plan.accumulation`` per optimizer step; the
+    incomplete last global batch is dropped so every step has the same size."""
+    order = epoch_order(num_samples, seed, epoch).tolist()
+    batches = []
+    for step in range(num_samples // plan.global_batch):
+        mine = order[step * plan.global_batch + rank * plan.per_rank:][:plan.per_rank]
+        batches.extend(mine[i:i + plan.micro_batch] for i in range(0, plan.per_rank, plan.micro_batch))
+    return batches
+
+
+# -- Optimisation ---------------------------------------------------------------------------------
+
+class WarmupCosine:
+    """lr factor per iteration: linear from 0 over the warmup, then half a cosine down to 0.
+
+    A callable object (not a lambda) so LambdaLR can save it in its state dict.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
+                   betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases (the reference's rule: parameter names ending in 'bias')."""
+    decay = [p for n, p in named if not n.endswith("bias")]
+    no_decay = [p for n, p in named if n.endswith("bias")]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None means fp32 (no autocast). CPU runs always use fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+# -- Building ---------------------------------------------------------------------------------------
+
+def resolve_weights(weights: str | None) -> str | None:
+    """A ``pretrain:`` reference becomes the cached file (pre-training it on first use)."""
+    if weights is not None and weights.startswith("pretrain:"):
+        from bench import pretrain
+        return str(pretrain.ensure_pretrained(weights))
+    return weights
+
+
+def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    from methods import build_model
+    model = build_model(cfg.method, cfg.backbone, num_classes=num_classes,
+                        num_frames=cfg.recipe.clip.num_frames, weights=resolve_weights(cfg.weights),
+                        method_options=dict(cfg.method_options))
+    model.head.dropout.p = cfg.recipe.head_dropout
+    return model
+
+
+def build_run_dataset(cfg: RunConfig, split: str, train: bool):
+    from bench.data import build_dataset
+    return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed)
+
+
+# -- Checkpoints ----------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config_hash: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("config_hash") != config_hash:
+        log.warning("ignoring %s: it belongs to config %s, not %s", path, state.get("config_hash"), config_hash)
+        return None
+    return state
+
+
+# -- The run --------------------------------------------------------------------------------------
+
+StepCallback = Callable[[int], None]
+
+
+class _Stopwatch:
+    def __init__(self, elapsed: float = 0.0):
+        self.elapsed = elapsed
+        self._start: float | None = None
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed += time.perf_counter() - self._start
+
+
+def _run_logger(path: Path, enabled: bool) -> tuple[logging.Logger, logging.Handler | None]:
+    logger = logging.getLogger(f"bench.run.{path.parent.name}")
+    logger.setLevel(logging.INFO)
+    if not enabled:
+        return logger, None
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def execute_run(cfg: RunConfig, results_dir: Path | str, execution: Execution = Execution(),
+                step_callback: StepCallback | None = None) -> RunRecord:
+    """Train and evaluate one run, resuming from its checkpoint if one exists; write its record.
+
+    ``step_callback(global_step)`` is called after every optimizer step (progress hooks, tests that
+    interrupt a run).
+    """
+    started = time.perf_counter()
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    ctx = init_distributed(execution)
+    folder = work_dir(results_dir, cfg)
+    if ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+    if ctx.world_size > 1:
+        dist.barrier()
+    logger, handler = _run_logger(folder / LOG_NAME, ctx.is_main)
+    try:
+        return _execute(cfg, Path(results_dir), folder, execution, ctx, logger, started, step_callback)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Execution, ctx: DistContext,
+             logger: logging.Logger, started: float, step_callback: StepCallback | None) -> RunRecord:
+    recipe, device = cfg.recipe, ctx.device
+    logger.info("run %s (rank %d of %d, %s): %s", cfg.name, ctx.rank, ctx.world_size, device, cfg.to_dict())
+    seed_everything(cfg.seed)
+    train_set = build_run_dataset(cfg, "train", train=True)
+    val_set = build_run_dataset(cfg, "val", train=False)
+    model = build_run_model(cfg, train_set.num_classes)
+    counts = count_model(model, recipe.clip.num_frames, recipe.clip.input_size) if ctx.is_main else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.to(device)
+    amp_dtype = autocast_dtype(recipe.precision, device)
+    if recipe.half_frozen and amp_dtype is not None:
+        for param in model.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(amp_dtype)
+    trainable = model.trainable_named_parameters()
+
+    plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
+    steps_per_epoch = len(train_set) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{cfg.dataset}: {len(train_set)} training clips is fewer than one global batch "
+                         f"({recipe.batch_size}); lower --batch-size")
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = make_optimizer(trainable, cfg.peak_lr, recipe.weight_decay, recipe.betas)
+    schedule = WarmupCosine(round(recipe.warmup_epochs * steps_per_epoch), total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+           if ctx.world_size > 1 else model)
+
+    checkpoint_path = folder / CHECKPOINT_NAME
+    start_epoch, train_time, clips_seen, broken, attempts = 0, 0.0, 0, set(), 1
+    state = load_checkpoint(checkpoint_path, cfg.hash())
+    if state is not None:
+        params = dict(trainable)
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, train_time, clips_seen = state["epoch"], state["train_time_s"], state["clips_seen"]
+        broken, attempts = set(state["broken"]), state["attempts"] + 1
+        started -= state["wall_time_s"]
+        logger.info("resumed from %s at epoch %d (attempt %d)", checkpoint_path, start_epoch, attempts)
+    logger.info("steps/epoch %d, global batch %d = %d ranks x %d accumulation x %d clips, peak lr %.3g",
+                steps_per_epoch, plan.global_batch, plan.world_size, plan.accumulation, plan.micro_batch,
+                cfg.peak_lr)
+
+    loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
+                       worker_init_fn=_worker_init_fn())
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=cfg.name[:60],
+               disable=not (ctx.is_main and execution.progress), dynamic_ncols=True, mininterval=1.0)
+    watch = _Stopwatch(train_time)
+    for epoch in range(start_epoch, recipe.epochs):
+        _set_epoch(train_set, epoch)
+        batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args)
+        with watch:
+            loss_sum, broken_epoch = _train_epoch(ddp, loader, optimizer, scheduler, scaler, plan, amp_dtype,
+                                                  device, bar, step_callback, epoch * steps_per_epoch)
+        clips_seen += steps_per_epoch * recipe.batch_size
+        broken |= {("train", i) for i in broken_epoch}
+        mean_loss = _all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+        logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far",
+                    epoch + 1, recipe.epochs, mean_loss, scheduler.get_last_lr()[0], watch.elapsed)
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path, {
+                "config_hash": cfg.hash(), "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                "trainable": {n: p.detach().cpu() for n, p in trainable},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng_state(), "train_time_s": watch.elapsed,
+                "clips_seen": clips_seen, "broken": sorted(broken), "attempts": attempts,
+                "wall_time_s": time.perf_counter() - started,
+            })
+    bar.close()
+
+    metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
+    broken = _all_union(broken | {("val", i) for i in broken_val}, ctx)
+    memory, memory_kind = peak_memory_bytes(device)
+    memory = int(_all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item()) \
+        if ctx.world_size > 1 else memory
+    logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
+    if not ctx.is_main:
+        return None
+    record = _make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken,
+                          wall_time=time.perf_counter() - started, train_time=watch.elapsed,
+                          clips_seen=clips_seen, memory=memory, memory_kind=memory_kind,
+                          attempts=attempts, steps_per_epoch=steps_per_epoch)
+    path = write_record(results_dir, record)
+    logger.info("record written to %s", path)
+    if not execution.keep_checkpoint:
+        checkpoint_path.unlink(missing_ok=True)
+    return record
+
+
+def _worker_init_fn():
+    try:
+        from bench.data import worker_init_fn
+    except ImportError:
+        return None
+    return worker_init_fn
+
+
+def _set_epoch(dataset, epoch: int) -> None:
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+def _train_epoch(model, loader, optimizer, scheduler, scaler, plan: StepPlan, amp_dtype, device: torch.device,
+                 bar, step_callback: StepCallback | None, first_step: int) -> tuple[float, set[int]]:
+    """One epoch; returns this rank's summed step losses and the indices of replaced (broken) samples."""
+    model.train()
+    loss_sum, broken, step = 0.0, set(), first_step
+    micro_batches = iter(loader)
+    for _ in range(len(loader) // plan.accumulation):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in range(plan.accumulation):
+            batch = next(micro_batches)
+            broken.update(_replaced(batch))
+            sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
+            with (nullcontext() if sync else model.no_sync()):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(batch["video"].to(device, non_blocking=True))
+                    loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
+                scaler.scale(loss).backward()
+            step_loss += loss.item()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        loss_sum += step_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
+        if step_callback is not None:
+            step_callback(step)
+    return loss_sum, broken
+
+
+def _replaced(batch: dict) -> Iterator[int]:
+    flags = batch.get("replaced")
+    if flags is None:
+        return iter(())
+    return (int(i) for i, r in zip(batch["index"], flags) if bool(r))
+
+
+@torch.no_grad()
+def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistContext,
+             loader_args: dict) -> tuple[dict[str, Any], set[int]]:
+    """Multi-view evaluation: softmax per view, mean over a video's views, video-level top-1/top-5.
+
+    Videos are split over ranks without padding, and the per-class counts are summed over ranks, so
+    every video is counted exactly once whatever the world size.
+    """
+    model.eval()
+    batch_videos = max(1, batch_clips // views)
+    mine = list(range(ctx.rank, len(dataset), ctx.world_size))
+    batches = [mine[i:i + batch_videos] for i in range(0, len(mine), batch_videos)]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_args)
+    num_classes = dataset.num_classes
+    correct1 = torch.zeros(num_classes, dtype=torch.float64)
+    correct5 = torch.zeros(num_classes, dtype=torch.float64)
+    total = torch.zeros(num_classes, dtype=torch.float64)
+    broken = set()
+    device = ctx.device
+    for batch in loader:
+        video = batch["video"].to(device, non_blocking=True)  # (B, V, 3, T, H, W)
+        b, v = video.shape[:2]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(video.flatten(0, 1))
+        probs = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1).cpu()
+        labels = batch["label"]
+        top = probs.topk(min(5, num_classes), dim=-1).indices
+        hit1 = top[:, 0] == labels
+        hit5 = (top == labels[:, None]).any(dim=-1)
+        total.index_add_(0, labels, torch.ones(b, dtype=torch.float64))
+        correct1.index_add_(0, labels, hit1.double())
+        correct5.index_add_(0, labels, hit5.double())
+        broken.update(_replaced(batch))
+    stacked = _all_reduce(torch.stack([correct1, correct5, total]), ctx)
+    correct1, correct5, total = stacked
+    videos = total.sum().item()
+    per_class = [round(100.0 * c / t, 4) if t > 0 else None for c, t in zip(correct1.tolist(), total.tolist())]
+    return {"top1": 100.0 * correct1.sum().item() / videos, "top5": 100.0 * correct5.sum().item() / videos,
+            "per_class_top1": per_class, "videos": int(videos)}, broken
+
+
+def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
+                 amp_dtype, ctx: DistContext, broken: set, *, wall_time: float, train_time: float,
+                 clips_seen: int, memory: int, memory_kind: str, attempts: int,
+                 steps_per_epoch: int) -> RunRecord:
+    commit, dirty = provenance.git_state()
+    precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
+    return RunRecord(
+        method=cfg.method, dataset=cfg.dataset, backbone=cfg.backbone, recipe=cfg.recipe.name,
+        seed=cfg.seed, config_hash=cfg.hash(), config=cfg.to_dict(),
+        top1=float(metrics["top1"]), top5=float(metrics["top5"]),
+        params_trainable=counts.params_trainable, params_total=counts.params_total,
+        gflops_per_view=counts.gflops_per_view, views=cfg.recipe.clip.views,
+        wall_time_s=round(wall_time, 3),
+        throughput_clips_per_s=round(clips_seen / train_time, 3) if train_time > 0 else 0.0,
+        peak_memory_bytes=memory, broken_videos=len(broken),
+        git_commit=commit, git_dirty=dirty, packages=provenance.package_versions(),
+        hardware=provenance.hardware(ctx.device, ctx.world_size),
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        per_class_top1=metrics["per_class_top1"],
+        extra={
+            "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
+            "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
+            "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
+            "val_list_sha256": _list_digest(val_set), "train_time_s": round(train_time, 3),
+            "peak_memory_kind": memory_kind, "attempts": attempts,
+            "fvcore_unsupported_ops": counts.unsupported_ops,
+        },
+    )
+
+
+def _list_digest(dataset) -> str | None:
+    """Which validation copy was used (copies differ between labs; DESIGN.md §5)."""
+    items = getattr(dataset, "source_list", None)
+    if items is None:
+        return None
+    return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]
