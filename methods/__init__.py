@@ -72,7 +72,8 @@ def build_model(method: str, backbone: str | BackboneConfig, num_classes: int, n
     """Build ``backbone`` (by name or config), load ``weights`` into it, attach ``method``.
 
     Options are validated before any weights are read. ``weights`` None needs ``random_init=True``
-    (tests, smoke runs), so a forgotten path never trains from scratch silently.
+    (tests, smoke runs), so a forgotten path never trains from scratch silently; given weights
+    always win over ``random_init``.
     """
     spec = get_method(method)
     config = make_method_config(method, **(method_options or {}))

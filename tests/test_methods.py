@@ -182,6 +182,23 @@ def test_training_step_updates_exactly_the_declared_set(method):
     assert model(video()).shape == (2, 5)
 
 
+@pytest.mark.parametrize("method", sorted(TINY_OPTIONS))
+def test_half_precision_frozen_weights_under_autocast(method):
+    """The recipe stores frozen weights in half precision and trains under autocast."""
+    model = tiny_model(method)
+    trainable = {id(p) for _, p in model.trainable_named_parameters()}
+    for param in model.parameters():
+        if id(param) not in trainable:
+            param.data = param.data.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(video())
+    logits.float().sum().backward()
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for _, p in model.trainable_named_parameters() if p.grad is not None)
+    assert model.head.fc.weight.grad is not None
+
+
 def test_trainable_sets_are_what_each_method_declares():
     names = {m: {n for n, _ in tiny_model(m).trainable_named_parameters()} for m in TINY_OPTIONS}
     head = {"head.fc.weight", "head.fc.bias"}
