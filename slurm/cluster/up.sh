@@ -9,7 +9,7 @@
 # BENCH_SLURM_GPUS (4), BENCH_SLURM_MEM_MB (16384): what the node declares, which may exceed the
 # machine; BENCH_SLURM_WAIT_S (30): how long to wait for each daemon before giving up.
 set -euo pipefail
-START=$EPOCHREALTIME
+START=${EPOCHREALTIME//[!0-9]/}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/common.sh"
 
@@ -23,6 +23,12 @@ HOST=$(hostname -s)
 MUNGE_SOCKET="$SLURM_DIR/munge/run/munge.socket"
 LOGS=("$SLURM_DIR"/log/munged.log "$SLURM_DIR"/log/mariadb.log "$SLURM_DIR"/log/slurmdbd.log
       "$SLURM_DIR"/log/slurmctld.log "$SLURM_DIR"/log/slurmd.log)
+
+# Seconds since a timestamp in microseconds (${EPOCHREALTIME//[!0-9]/}), to one decimal.
+elapsed_since() {
+    local ms=$(( (${EPOCHREALTIME//[!0-9]/} - $1) / 1000 ))
+    printf '%d.%d' $(( ms / 1000 )) $(( ms % 1000 / 100 ))
+}
 
 die() { echo "up.sh: $*" >&2; exit 1; }
 
@@ -73,6 +79,7 @@ install_packages() {
     done
     (( ${#missing[@]} )) || return 0
     echo "up.sh: installing ${missing[*]}"
+    local started=${EPOCHREALTIME//[!0-9]/}
     # Package scripts would start munge and MariaDB as system services; a policy-rc.d that exits
     # 101 forbids it. Only remove the file if this script created it.
     local policy=/usr/sbin/policy-rc.d created_policy=0
@@ -93,6 +100,7 @@ install_packages() {
         die "installing ${missing[*]} failed (apt output above)"
     fi
     rm -f "$log"
+    echo "up.sh: installed in $(elapsed_since "$started") s"
 }
 
 apt_install() {
@@ -190,6 +198,9 @@ ENV
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and runs the Slurm daemons)"
+for setting in CPUS GPUS MEM_MB WAIT_S; do
+    [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "BENCH_SLURM_$setting must be a positive integer, got '${!setting}'"
+done
 refuse_if_running
 install_packages
 prepare_dir
@@ -199,7 +210,6 @@ start_mariadb
 start_slurmdbd
 start_slurm
 write_env_file
-elapsed_ms=$(( (${EPOCHREALTIME//[!0-9]/} - ${START//[!0-9]/}) / 1000 ))
-printf 'up.sh: SLURM test cluster up in %d.%01d s (node %s: %s CPUs, %s fake GPUs; partition %s)\n' \
-    $(( elapsed_ms / 1000 )) $(( elapsed_ms % 1000 / 100 )) "$HOST" "$CPUS" "$GPUS" "$PARTITION"
+printf 'up.sh: SLURM test cluster up in %s s (node %s: %s CPUs, %s fake GPUs; partition %s)\n' \
+    "$(elapsed_since "$START")" "$HOST" "$CPUS" "$GPUS" "$PARTITION"
 echo "up.sh: use it with:  . $ENV_FILE"
