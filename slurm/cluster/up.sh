@@ -40,7 +40,7 @@ fail() {
         echo "----- last lines of $log -----" >&2
         tail -n 25 "$log" >&2
     done
-    "$HERE/down.sh" >&2 || true
+    bash "$HERE/down.sh" >&2 || true
     exit 1
 }
 
