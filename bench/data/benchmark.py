@@ -1,0 +1,165 @@
+"""``python -m bench.data bench``: clips/s of the suite's loader vs decoding every frame, on the same files.
+
+The benchmark writes its own Kinetics-like clips (340p short side, 10 s, 30 fps, h264 with x264's
+defaults, keyframes 250 frames apart, as most K400 copies have) and their ``prepare``d copies (short
+keyframe interval), so it runs anywhere. Both loaders are the same VideoDataset, sampler, transform
+and DataLoader on the same files; only the frame reader differs: decord decoding only the sampled
+frames, or what the reference code does, PyAV decoding every frame and then picking the clip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import av
+import decord
+import numpy as np
+import torch
+
+from .dataset import VideoDataset, build_loader
+from .decode import FrameCache, VideoDecodeError
+from .listfile import DatasetIndex, VideoEntry
+from .prepare import EncodeSettings, reencode
+from .spec import ClipSpec
+
+
+@dataclass(frozen=True)
+class ClipFormat:
+    width: int = 454
+    height: int = 340
+    fps: int = 30
+    seconds: int = 10
+    codec: str = "libx264"
+    crf: int = 23
+
+
+def write_kinetics_like_clip(path: Path, seed: int, fmt: ClipFormat = ClipFormat()) -> None:
+    """A camera pan over a detailed random scene with sensor-like grain: realistic h264 bitrate and
+    decode cost (a flat synthetic frame would decode unrealistically fast)."""
+    rng = np.random.default_rng(seed)
+    frames = fmt.fps * fmt.seconds
+    pan = frames  # one pixel per frame
+    scene_shape = (fmt.height + pan, fmt.width + pan)
+    scene = np.zeros((*scene_shape, 3), np.float32)
+    for cells, weight in ((6, 80), (24, 40), (96, 30), (200, 25)):  # octaves of blocky noise, bilinearly smoothed
+        coarse = rng.uniform(-1, 1, (cells + 1, cells + 1, 3)).astype(np.float32)
+        ys = np.linspace(0, cells, scene_shape[0])
+        xs = np.linspace(0, cells, scene_shape[1])
+        y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
+        fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+        top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+        bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+        scene += weight * (top * (1 - fy) + bottom * fy)
+    scene += 128
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(fmt.codec, rate=fmt.fps)
+        stream.width, stream.height, stream.pix_fmt = fmt.width, fmt.height, "yuv420p"
+        stream.options = {"crf": str(fmt.crf)}
+        for t in range(frames):
+            frame = scene[t // 2:t // 2 + fmt.height, t:t + fmt.width] + rng.normal(0, 4, (fmt.height, fmt.width, 1))
+            image = np.clip(frame, 0, 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def read_frames_decode_all(path: Path, choose: Callable[[int], np.ndarray],
+                           cache: FrameCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's training path: decode every frame with PyAV, then convert the sampled ones to RGB."""
+    try:
+        with av.open(str(path)) as container:
+            decoded = list(container.decode(video=0))
+        indices = np.asarray(choose(len(decoded)))
+        frames = np.stack([decoded[i].to_ndarray(format="rgb24") for i in indices.ravel()])
+        return frames.reshape(*indices.shape, *frames.shape[1:]), indices
+    except Exception as err:
+        raise VideoDecodeError(path, err) from err
+
+
+class DecodeAllDataset(VideoDataset):
+    frame_reader = staticmethod(read_frames_decode_all)
+
+
+def clips_per_second(dataset: VideoDataset, workers: int, batch_size: int) -> float:
+    """Throughput after the first batch (worker start-up excluded) over one pass of the dataset."""
+    loader = build_loader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    batches = iter(loader)
+    next(batches)
+    start, clips = time.perf_counter(), 0
+    for batch in batches:
+        clips += len(batch["label"])
+    elapsed = time.perf_counter() - start
+    del batches
+    return clips / elapsed
+
+
+def _file_stats(paths: list[Path], fmt: ClipFormat) -> dict:
+    return {"frames": len(decord.VideoReader(str(paths[0]))),
+            "mbit_per_s": round(sum(os.path.getsize(p) for p in paths) * 8 / len(paths) / fmt.seconds / 1e6, 3)}
+
+
+def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, tag: str | None = None,
+                  out: Path | None = None, rounds: int = 3, spec: ClipSpec = ClipSpec(),
+                  fmt: ClipFormat = ClipFormat(), prepared: EncodeSettings = EncodeSettings(),
+                  work_dir: Path | None = None) -> dict:
+    """Both loaders on the written clips and on their ``prepare``d copies; save and return the record.
+
+    Each file set is read by both loaders, ``rounds`` times alternating (the median is kept), so a
+    machine whose load changes during the run biases neither side.
+    """
+    torch.set_num_threads(1)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(dir=work_dir) as folder:
+        original = [Path(folder, "original", f"clip{i}.mp4") for i in range(videos)]
+        original[0].parent.mkdir()
+        for i, path in enumerate(original):
+            write_kinetics_like_clip(path, seed=i, fmt=fmt)
+        file_sets = {"original": original,
+                     "prepared": [Path(folder, "prepared", path.name) for path in original]}
+        for source, target in zip(original, file_sets["prepared"]):
+            reencode(source, target, prepared)
+        timings: dict[tuple[str, str], list[float]] = {}
+        for _ in range(rounds):
+            for name, paths in file_sets.items():
+                entries = [VideoEntry(paths[i % videos], 0) for i in range(clips)]
+                index = DatasetIndex(entries, ["clip"], Path(folder), Path(folder, name))
+                for loader, dataset_type in (("suite", VideoDataset), ("decode_all", DecodeAllDataset)):
+                    dataset = dataset_type("bench", "train", index, spec, True)
+                    timings.setdefault((name, loader), []).append(clips_per_second(dataset, workers, batch_size))
+        for name, paths in file_sets.items():
+            suite, decode_all = (float(np.median(timings[name, loader])) for loader in ("suite", "decode_all"))
+            results[name] = {**_file_stats(paths, fmt), "suite_clips_per_s": round(suite, 3),
+                             "decode_all_clips_per_s": round(decode_all, 3), "speedup": round(suite / decode_all, 3),
+                             "rounds_suite": [round(t, 3) for t in timings[name, "suite"]],
+                             "rounds_decode_all": [round(t, 3) for t in timings[name, "decode_all"]]}
+    host = socket.gethostname()
+    record = {
+        "kind": "data_loader", "tag": tag or host, "host": host, "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2), "workers": workers, "videos": videos,
+        "clips_per_measurement": clips, "batch_size": batch_size, "rounds": rounds,
+        "clip_format": asdict(fmt), "prepared_settings": asdict(prepared),
+        "clip_spec": {k: v for k, v in asdict(spec).items()
+                      if k in ("num_frames", "sampling", "stride", "input_size", "augment")},
+        "files": results,
+        "suite_prepared_vs_decode_all_original": round(
+            results["prepared"]["suite_clips_per_s"] / results["original"]["decode_all_clips_per_s"], 3),
+        "suite_reader": "decord VideoReader(num_threads=1).get_batch(sampled frames)",
+        "decode_all_reader": "PyAV: decode every frame, keep them, convert the sampled ones to RGB "
+                             "(the reference code's training path)",
+        "versions": {"decord": decord.__version__, "av": av.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = out or Path("results/perf") / f"data_loader_{record['tag']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(temp, out)
+    return {**record, "path": str(out)}

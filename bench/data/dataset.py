@@ -1,0 +1,129 @@
+"""VideoDataset: a video list + ClipSpec -> sampled, decoded, augmented clips; and the loader around it."""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .decode import VideoDecodeError, process_frame_cache, read_frames
+from .kinetics import read_kinetics
+from .listfile import DatasetIndex, read_list_dataset
+from .robust import AllVideosBrokenError, BrokenVideos, replacement_walk
+from .sampling import sample_indices
+from .spec import ClipSpec
+from .ssv2 import read_ssv2
+from .synthetic import TASKS, SynthConfig, ensure_synthetic
+from .transforms import ClipTransform
+
+logger = logging.getLogger("bench.data")
+DATASETS = ("k400", "ssv2", "list", *TASKS)
+
+
+class VideoDataset(Dataset):
+    """Clips of one split. Item: {"video", "label", "index", "source_index", "replaced"}.
+
+    ``video`` is (3, T, S, S) in training and (views, 3, T, S, S) at test. The randomness of item i
+    comes from a generator seeded by (seed, epoch, i) only, so it does not depend on worker count or
+    order; call ``set_epoch`` before each epoch (the epoch lives in shared memory, so persistent
+    workers see it too). A broken video is replaced by the next readable one in the list.
+    """
+
+    frame_reader = staticmethod(read_frames)  # (path, choose, cache) -> (frames, indices); swapped by benchmarks
+
+    def __init__(self, name: str, split: str, index: DatasetIndex, clip: ClipSpec, train: bool,
+                 seed: int = 0, frame_cache: bool = False):
+        self.name, self.split, self.clip, self.train, self.seed = name, split, clip, train, seed
+        self.source_list = index.entries
+        self.class_names = index.class_names
+        self.num_classes = len(index.class_names)
+        self.annotation = index.annotation
+        self.missing = index.missing
+        self.frame_cache = frame_cache
+        self.transform = ClipTransform(clip, train)
+        self.broken = BrokenVideos()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        missing = set(index.missing)
+        for i, entry in enumerate(self.source_list):
+            if entry.path in missing:
+                self.broken.mark(i, entry.path, "missing on disk", log=False)
+        if missing:
+            logger.warning("%s %s: %d of %d clips listed in %s are missing on disk (first: %s); their samples "
+                           "use the next readable video", name, split, len(missing), len(self.source_list),
+                           index.annotation, index.missing[0])
+
+    def __len__(self) -> int:
+        return len(self.source_list)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def sample_rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(self._epoch), index])
+
+    def __getitem__(self, index: int) -> dict:
+        cache = process_frame_cache() if self.frame_cache else None
+        for source in replacement_walk(index, len(self)):
+            if source in self.broken:
+                continue
+            rng = self.sample_rng(index)  # fresh per try: a replacement looks the same however it was reached
+            entry = self.source_list[source]
+            try:
+                frames, _ = self.frame_reader(entry.path, lambda n: sample_indices(self.clip, n, self.train, rng),
+                                              cache)
+            except VideoDecodeError as err:
+                self.broken.mark(source, entry.path, err.cause)
+                continue
+            return {"video": self.transform(frames, rng), "label": entry.label, "index": index,
+                    "source_index": source, "replaced": source != index}
+        raise AllVideosBrokenError(f"{self.name} {self.split}: none of the {len(self)} videos listed in "
+                                   f"{self.annotation} could be decoded; run `python -m bench.data scan` on it")
+
+
+def read_index(name: str, split: str, root: str | Path | None = None, synth: SynthConfig | None = None) -> DatasetIndex:
+    """The video list of a dataset split, without decoding anything."""
+    if name == "k400":
+        return read_kinetics(split, root)
+    if name == "ssv2":
+        return read_ssv2(split, root)
+    if name == "list":
+        return read_list_dataset(split, root)
+    if name in TASKS:
+        return read_list_dataset(split, ensure_synthetic(name, synth, root))
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+def build_dataset(name: str, split: str, clip: ClipSpec, train: bool, root: str | Path | None = None,
+                  seed: int = 0, *, synth: SynthConfig | None = None, frame_cache: bool | None = None) -> VideoDataset:
+    """A dataset by name. ``root`` None -> env var / user config (k400, ssv2, list) or the synthetic cache.
+
+    ``frame_cache`` (default: on for the synthetic tasks only) keeps decoded videos in memory per process.
+    """
+    index = read_index(name, split, root, synth)
+    if frame_cache is None:
+        frame_cache = name in TASKS
+    return VideoDataset(name, split, index, clip, train, seed, frame_cache)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed Python, NumPy and torch in a worker from the seed the DataLoader gave it.
+
+    That seed is drawn per epoch from the loader's generator, so it is fixed by (seed, epoch, worker);
+    one intra-op thread per worker keeps workers from oversubscribing the cores.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """The suite's DataLoader: seeded shuffling, seeded workers, persistent workers when there are any."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=worker_init_fn,
+                      drop_last=drop_last, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      prefetch_factor=4 if num_workers > 0 else None)

@@ -1,0 +1,41 @@
+"""Broken videos never stop a run: a fixed replacement walk, and each failure logged once per process."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+logger = logging.getLogger("bench.data")
+
+
+class AllVideosBrokenError(RuntimeError):
+    """Every video of a dataset failed to decode: the root or the list is wrong, not a few files."""
+
+
+def replacement_walk(index: int, size: int) -> Iterator[int]:
+    """``index`` itself, then the following indices, wrapping around.
+
+    The walk depends on nothing but the index, so the replacement of a broken video is the same for
+    every method, seed and worker count (a worker that has not yet met a broken neighbour only tries it
+    and moves on to the same result). With class-sorted lists (K400) the neighbour is usually of the
+    same class, which keeps the class balance.
+    """
+    for step in range(size):
+        yield (index + step) % size
+
+
+class BrokenVideos:
+    """Indices known to be broken in this process, with the error each raised (logged the first time)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[int, str] = {}
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.errors
+
+    def mark(self, index: int, path: Path, error: BaseException | str, log: bool = True) -> None:
+        if index in self.errors:
+            return
+        self.errors[index] = str(error)
+        if log:
+            logger.warning("broken video %s (%s); its samples use the next readable video", path, error)

@@ -1,0 +1,140 @@
+"""Clip transforms of the matched recipe (DESIGN §4): one random draw shared by every frame of a clip.
+
+Frames arrive as uint8 (views, T, H, W, 3) from the decoder and leave CLIP-normalised as float
+(3, T, S, S) in training or (views x crops, 3, T, S, S) at test. All randomness comes from the numpy
+Generator passed in, so a sample's augmentation depends only on (seed, epoch, index).
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+
+from .spec import ClipSpec
+
+
+def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased) resize of (N, 3, H, W) float frames so that min(H, W) == size."""
+    height, width = frames.shape[-2:]
+    scale = size / min(height, width)
+    target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    if target == (height, width):
+        return frames
+    return F.interpolate(frames, size=target, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 255)
+
+
+def crop(frames: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    return frames[..., top:top + height, left:left + width]
+
+
+def spatial_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """Centre crop, or three crops at the start, centre and end of the long side."""
+    centre = ((height - size) // 2, (width - size) // 2)
+    if crops == 1:
+        return [centre]
+    if height > width:
+        return [(0, centre[1]), centre, (height - size, centre[1])]
+    return [(centre[0], 0), centre, (centre[0], width - size)]
+
+
+def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator,
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop covering a random fraction ``scale`` of the area at a random aspect ratio
+    (Inception-style); after ``attempts`` misses, the largest centred crop with a ratio inside ``ratio``."""
+    area = height * width
+    for _ in range(attempts):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def apply_to_every_frame(op, images: list[Image.Image], seed: int) -> list[Image.Image]:
+    """Apply a transform driven by the global ``random``/``np.random`` (timm's RandAugment) with the same
+    draws on every frame: both generators are reseeded identically before each frame, then restored.
+
+    Replaying the generators picks the same ops and magnitudes for all frames while keeping the
+    geometric ops frame-local (a frame mosaic would rotate, shear and translate the whole mosaic).
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        out = []
+        for image in images:
+            random.seed(seed)
+            np.random.seed(seed)
+            out.append(op(image))
+        return out
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+class ClipTransform:
+    """Train augmentation or test views of one ClipSpec."""
+
+    def __init__(self, spec: ClipSpec, train: bool):
+        self.spec, self.train = spec, train
+        self.mean = torch.tensor(spec.mean).view(3, 1, 1, 1) * 255
+        self.std = torch.tensor(spec.std).view(3, 1, 1, 1) * 255
+        self.rand_augment = None
+        if train and spec.augment == "ssv2":
+            self.rand_augment = rand_augment_transform(spec.rand_augment, {
+                "translate_const": int(spec.input_size * 0.45),
+                "img_mean": tuple(round(255 * m) for m in spec.mean),
+                "interpolation": Image.BICUBIC,
+            })
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        if self.train:
+            if rng is None:
+                raise ValueError("training transforms need a numpy Generator")
+            return self._normalise(self._augment(frames[0], rng))
+        return torch.stack([self._normalise(view) for view in self._test_views(frames)])
+
+    def _augment(self, clip: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, S, S) float in [0, 255]."""
+        size, spec = self.spec.input_size, self.spec
+        if spec.augment == "ssv2":
+            seed = int(rng.integers(0, 2**31))
+            clip = np.stack([np.asarray(image) for image in apply_to_every_frame(
+                self.rand_augment, [Image.fromarray(frame) for frame in clip], seed)])
+        frames = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
+        if spec.augment == "ssv2":
+            box = random_resized_crop_box(*frames.shape[-2:], spec.crop_scale, rng)
+            return F.interpolate(crop(frames, *box), size=(size, size), mode="bicubic", align_corners=False,
+                                 antialias=True).clamp_(0, 255)
+        if spec.augment == "none":
+            frames = resize_short_side(frames, size)
+            return crop(frames, *spatial_crop_offsets(*frames.shape[-2:], size, 1)[0], size, size)
+        frames = resize_short_side(frames, int(rng.integers(spec.short_side_range[0], spec.short_side_range[1] + 1)))
+        height, width = frames.shape[-2:]
+        frames = crop(frames, int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1)),
+                      size, size)
+        return frames.flip(-1) if rng.random() < 0.5 else frames
+
+    def _test_views(self, views: np.ndarray) -> list[torch.Tensor]:
+        """(V, T, H, W, 3) -> V x crops tensors (T, 3, S, S), temporal view major."""
+        size = self.spec.input_size
+        count, frames_per_view = views.shape[:2]
+        frames = torch.from_numpy(views.reshape(-1, *views.shape[2:])).permute(0, 3, 1, 2).float()
+        frames = resize_short_side(frames, size).unflatten(0, (count, frames_per_view))
+        offsets = spatial_crop_offsets(*frames.shape[-2:], size, self.spec.test_crops)
+        return [crop(view, top, left, size, size) for view in frames for top, left in offsets]
+
+    def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, S, S) in [0, 255] -> (3, T, S, S) CLIP-normalised."""
+        return ((frames.permute(1, 0, 2, 3) - self.mean) / self.std).contiguous()
