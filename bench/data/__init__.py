@@ -3,6 +3,11 @@
 Public interface: ``build_dataset``, ``ClipSpec``, ``VideoDataset``, ``build_loader``,
 ``worker_init_fn``, ``DatasetRootError``, ``SynthConfig``, ``make_stills``.
 """
+# PyAV must be loaded before decord: decord bundles its own FFmpeg, and loaded first its libraries
+# shadow PyAV's (PyAV's libvpx-vp9 encoder then fails to open). Every module here imports through
+# this package, so this one line fixes the order.
+import av  # noqa: F401  isort: skip
+
 from .dataset import DATASETS, VideoDataset, build_dataset, build_loader, read_index, worker_init_fn
 from .decode import VideoDecodeError
 from .listfile import DatasetIndex, ListFileError, VideoEntry

@@ -278,16 +278,23 @@ def make_clip(task: str, label: int, frames: int, size: int, rng: np.random.Gene
     return clip[::-1].copy() if reverse else clip
 
 
-def write_video(path: Path, clip: np.ndarray, fps: int) -> None:
-    """Lossless h264 in yuv444 (decord reads it), one encoder thread so the bytes are reproducible."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = clip.shape[2], clip.shape[1]
-        stream.pix_fmt = "yuv444p"
-        stream.options = {"qp": "0", "preset": "ultrafast", "threads": "1"}
-        for frame in clip:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+LOSSLESS_H264 = {"qp": "0", "preset": "ultrafast", "threads": "1"}  # one thread: reproducible bytes
+
+
+def write_video(path: Path, clip: np.ndarray, fps: int, codec: str = "libx264", pix_fmt: str = "yuv444p",
+                options: dict[str, str] | None = None) -> None:
+    """Encode (T, H, W, 3) uint8 frames with PyAV; by default lossless h264 in yuv444, which decord reads."""
+    try:
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height, stream.pix_fmt = int(clip.shape[2]), int(clip.shape[1]), pix_fmt
+            stream.options = LOSSLESS_H264 if options is None else options
+            for frame in clip:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    except av.error.ArgumentError as err:
+        raise RuntimeError(f"{codec} encoder would not open for {path}: {err}. If decord was imported before "
+                           "PyAV, its bundled FFmpeg shadows PyAV's; import bench.data (or av) first") from err
 
 
 def check_decodable(path: Path, config: SynthConfig) -> None:
