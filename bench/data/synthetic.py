@@ -128,10 +128,11 @@ def render_objects(params: ObjectParams, size: int) -> tuple[np.ndarray, np.ndar
     """(coverage (B, S, S), premultiplied colour (B, S, S, 3)) from supersampled masks."""
     n = size * SUPERSAMPLE
     centres = (np.arange(n, dtype=np.float32) + 0.5) / SUPERSAMPLE
-    dx = centres[None, None, :] - params.x[:, None, None]
-    dy = centres[None, :, None] - params.y[:, None, None]
-    cos, sin = np.cos(params.angle)[:, None, None], np.sin(params.angle)[:, None, None]
-    radius = params.radius[:, None, None]
+    def column(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float32)[:, None, None]
+
+    dx, dy = centres[None, None, :] - column(params.x), centres[None, :, None] - column(params.y)
+    cos, sin, radius = column(np.cos(params.angle)), column(np.sin(params.angle)), column(params.radius)
     u, v = (cos * dx + sin * dy) / radius, (cos * dy - sin * dx) / radius
     mask = np.zeros(u.shape, np.float32)
     shade = np.zeros(u.shape, np.float32)
@@ -143,13 +144,12 @@ def render_objects(params: ObjectParams, size: int) -> tuple[np.ndarray, np.ndar
         chosen = params.texture == i
         if chosen.any():
             shade[chosen] = 0.55 + 0.45 * _texture(texture, u[chosen], v[chosen])
-    mask *= params.alpha[:, None, None]
-    colour = (mask * shade)[..., None] * params.colour[:, None, None, :]
+    mask *= column(params.alpha)
 
     def pool(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], size, SUPERSAMPLE, size, SUPERSAMPLE, *x.shape[3:]).mean(axis=(2, 4))
+        return x.reshape(x.shape[0], size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(2, 4))
 
-    return pool(mask), pool(colour)
+    return pool(mask), pool(mask * shade)[..., None] * params.colour[:, None, None, :]  # colour is per frame
 
 
 def random_backgrounds(count: int, size: int, rng: np.random.Generator) -> np.ndarray:
