@@ -8,11 +8,15 @@ the median of the timed steps (CUDA events), clips/s, peak memory and evaluation
 setting (a set of speed changes) is measured for every method in the same process, and every
 method's ratio to full fine-tuning is taken against full_ft measured under the same setting.
 
-    python -m bench.perf                                  # settings plain and fast, every method
+    python -m bench.perf                       # settings plain, generic and fast, every method
     python -m bench.perf --settings fast --methods st_adapter_12x384,full_ft
-    python -m bench.perf --profile st_adapter_12x384,full_ft --profile-dir /tmp/prof
+    python -m bench.perf --profile st_adapter_12x384,full_ft --profile-dir /tmp/prof --micro
 
-One JSON record per (setting, method) goes to ``results/perf/``.
+Settings (``SETTINGS``): "plain" is the methods as built; "generic" adds the changes that apply to
+every method alike (fused QuickGELU, attention and patch-embedding layouts); "fast" adds the adapter
+fast path and frozen weights held in bf16 (full_ft has no frozen weights, so its "fast" is its
+"generic"); the rest are ablations, recompute and torch.compile. One JSON record per (setting,
+method) goes to ``results/perf/``.
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ from torch import nn
 
 from bench import provenance
 from methods import build_model
-from methods.fast import fuse_activations, hold_frozen_in, recompute_frozen_mlps
+from methods.fast import (fuse_activations, hold_frozen_in, pack_attention_grads, patch_embed_as_matmul,
+                          recompute_frozen_mlps)
 from methods.kernels import fast_paths
 
 PERF_DIR = Path("results/perf")
@@ -72,11 +77,13 @@ BASELINE = "full_ft"
 
 @dataclass(frozen=True)
 class Setting:
-    """A set of speed changes, applied to every method it can apply to."""
+    """A set of speed changes, each applied to every method it can apply to."""
 
     name: str
     description: str
     fused_activations: bool = False  # QuickGELU as one kernel per direction (every method)
+    packed_attention: bool = False  # qkv gradient written in place, no concat + copy (every method)
+    matmul_patch_embed: bool = False  # patch convolution as one GEMM (every method)
     fast_adapter: bool = False  # adapters without slice/cat copies, temporal conv as a Triton kernel
     frozen_dtype: str | None = None  # frozen weights held in this dtype (methods with frozen weights)
     recompute_frozen_mlps: bool = False  # checkpoint frozen MLPs (memory for one fc1 per block)
@@ -86,18 +93,23 @@ class Setting:
         return dataclasses.asdict(self)
 
 
+GENERIC = {"fused_activations": True, "packed_attention": True, "matmul_patch_embed": True}
+FAST = {**GENERIC, "fast_adapter": True, "frozen_dtype": "bf16"}
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("plain", "the methods as built: eager, fp32 weights under bf16 autocast"),
     Setting("frozen_bf16", "plain + frozen weights held in bf16", frozen_dtype="bf16"),
     Setting("fused_gelu", "plain + fused QuickGELU", fused_activations=True),
+    Setting("packed_attention", "plain + qkv gradient without concat/copy", packed_attention=True),
+    Setting("matmul_patch_embed", "plain + patch embedding as one GEMM", matmul_patch_embed=True),
     Setting("fast_adapter", "plain + adapter fast path", fast_adapter=True),
-    Setting("fast", "fused QuickGELU + adapter fast path + frozen weights in bf16",
-            fused_activations=True, fast_adapter=True, frozen_dtype="bf16"),
-    Setting("fast_lowmem", "fast + frozen MLPs recomputed in the backward", fused_activations=True,
-            fast_adapter=True, frozen_dtype="bf16", recompute_frozen_mlps=True),
+    Setting("generic", "the changes that apply to every method alike (full_ft's fastest eager)",
+            **GENERIC),
+    Setting("fast", "generic + adapter fast path + frozen weights in bf16", **FAST),
+    Setting("fast_lowmem", "fast + frozen MLPs recomputed in the backward", **FAST,
+            recompute_frozen_mlps=True),
     Setting("compiled", "plain + torch.compile of the whole model", compile=True),
-    Setting("fast_compiled", "fast + torch.compile of the whole model", fused_activations=True,
-            fast_adapter=True, frozen_dtype="bf16", compile=True),
+    Setting("fast_compiled", "fast + torch.compile of the whole model", **FAST, compile=True),
 )}
 
 
@@ -168,6 +180,10 @@ def prepare_model(case: Case, setting: Setting, spec: BenchSpec) -> nn.Module:
     randomise_zero_parameters(model, torch.Generator().manual_seed(1))
     if setting.fused_activations:
         fuse_activations(model)
+    if setting.packed_attention:
+        pack_attention_grads(model)
+    if setting.matmul_patch_embed:
+        patch_embed_as_matmul(model)
     if setting.frozen_dtype is not None:
         hold_frozen_in(model, DTYPES[setting.frozen_dtype])
     if setting.recompute_frozen_mlps:
@@ -386,7 +402,7 @@ def _device_time_us(event) -> float:
 
 
 def _sort_key(device: torch.device) -> str:
-    return "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
 
 
 def format_profile(result: dict[str, Any]) -> str:
@@ -588,7 +604,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="all", help="method labels, comma-separated "
                         f"({', '.join(c.label for c in CASES)}) or 'all'")
-    parser.add_argument("--settings", default="plain,fast", help="settings, comma-separated "
+    parser.add_argument("--settings", default="plain,generic,fast", help="settings, comma-separated "
                         f"({', '.join(SETTINGS)}) or 'all'")
     parser.add_argument("--steps", type=int, default=BenchSpec.timed_steps, help="timed steps (>= 20)")
     parser.add_argument("--warmup", type=int, default=BenchSpec.warmup_steps)
@@ -633,6 +649,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in cases:
             m = measure(case, setting, spec)
             results.append(m)
+            add_ratios(results)
+            if not args.no_records:  # written as measured: a later failure loses nothing
+                write_json(args.out / f"{spec.backbone}__{m.setting}__{m.label}.json",
+                           record(m, setting, spec, env))
             print(f"{setting.name:>14} {case.label:<22} {m.step_ms:7.1f} ms  {m.peak_gib:6.2f} GiB  "
                   f"eval {m.eval_clips_per_s:6.0f} clips/s  (first step {m.first_step_s:.1f} s)", flush=True)
         for case in profiled:
@@ -644,7 +664,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stem = f"profile__{setting.name}__{case.label}"
                 (args.profile_dir / f"{stem}.md").write_text(text + "\n```\n" + result["table"] + "\n```\n")
                 write_json(args.profile_dir / f"{stem}.json", {k: v for k, v in result.items() if k != "table"})
-    add_ratios(results)
     extras = []
     if args.micro:
         for row in micro_benchmarks(spec):
@@ -662,10 +681,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_records:
             write_json(args.out / f"{spec.backbone}__linear_probe_feature_cache.json",
                        {**comparison, "gpu": env["hardware"].get("gpu", "none"), "environment": env})
-    if not args.no_records:
-        for m in results:
-            write_json(args.out / f"{spec.backbone}__{m.setting}__{m.label}.json",
-                       record(m, SETTINGS[m.setting], spec, env))
     print(format_table(results), flush=True)
     return 0
 

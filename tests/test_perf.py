@@ -22,7 +22,8 @@ from torch import nn
 from bench import perf
 from methods import build_model
 from methods.bottleneck import AddToPatchRows
-from methods.fast import (NativeLayerNorm, RecomputedMLP, fuse_activations, hold_frozen_in,
+from methods.fast import (MatmulPatchEmbed, NativeLayerNorm, PackedGradAttention, RecomputedMLP,
+                          fuse_activations, hold_frozen_in, pack_attention_grads, patch_embed_as_matmul,
                           recompute_frozen_mlps)
 from methods.kernels import fast_paths, reference_paths
 from methods.kernels.quick_gelu import FusedQuickGELU, QuickGELUFunction
@@ -54,7 +55,8 @@ def clip(batch: int = 2, frames: int = 4, dtype=torch.float64, seed: int = 0) ->
 def outputs_and_grads(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     logits = model(video)
-    (logits * torch.arange(1, logits.shape[1] + 1, dtype=logits.dtype)).sum().backward()
+    weights = torch.arange(1, logits.shape[1] + 1, dtype=logits.dtype, device=logits.device)
+    (logits * weights).sum().backward()
     return logits.detach(), {n: p.grad.clone() for n, p in model.trainable_named_parameters()
                              if p.grad is not None}
 
@@ -134,6 +136,41 @@ def test_fused_activations_and_recomputed_mlps_keep_outputs_gradients_and_keys(m
     torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-10)
     for name in before[1]:
         torch.testing.assert_close(after[1][name], before[1][name], rtol=0, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("method", ["full_ft", "st_adapter", "temporal_attention"])
+def test_packed_attention_and_matmul_patch_embed_keep_outputs_gradients_and_keys(method):
+    model = tiny(method).double()
+    keys = list(model.state_dict())
+    video = clip()
+    before = outputs_and_grads(model, video)
+    attention = sum(1 for m in model.modules() if type(m).__name__ == "Attention")
+    assert pack_attention_grads(model) == attention > 0 and patch_embed_as_matmul(model) == 1
+    assert isinstance(model.encoder.blocks[0].attn, PackedGradAttention)
+    assert isinstance(model.encoder.patch_embed, MatmulPatchEmbed) and list(model.state_dict()) == keys
+    after = outputs_and_grads(model, video)
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-10)
+    assert after[1].keys() == before[1].keys()
+    for name in before[1]:
+        torch.testing.assert_close(after[1][name], before[1][name], rtol=0, atol=1e-10, msg=name)
+
+
+def test_packed_attention_backward_has_no_concatenation():
+    model = tiny("full_ft")
+    video = clip(dtype=torch.float32)
+
+    def backward_ops() -> set[str]:
+        seen, stack = {}, [model(video).sum().grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is not None and id(fn) not in seen:
+                seen[id(fn)] = fn  # kept alive, so its id is not reused by a later wrapper
+                stack.extend(child for child, _ in fn.next_functions)
+        return {fn.name() for fn in seen.values()}
+    assert any(n.startswith("UnbindBackward") for n in backward_ops())
+    assert any(n.startswith("PermuteBackward") for n in backward_ops())
+    pack_attention_grads(model)
+    assert not any(n.startswith("PermuteBackward") for n in backward_ops())
 
 
 def test_recomputed_mlp_saves_less_for_the_backward():
@@ -307,7 +344,7 @@ def test_gpu_fast_st_adapter_model_matches_reference_path(preset):
     results = {}
     for name in ("fp64", "reference", "fast"):
         if name == "fast":
-            fuse_activations(model)
+            fuse_activations(model), pack_attention_grads(model), patch_embed_as_matmul(model)
         context = reference_paths() if name != "fast" else fast_paths()
         with context:
             if name == "fp64":

@@ -62,5 +62,6 @@ def reference_paths():
 
 
 def triton_usable(tensor: torch.Tensor) -> bool:
-    """A Triton kernel can run on this tensor (CUDA and Triton installed)."""
-    return HAS_TRITON and tensor.is_cuda
+    """A hand-written Triton kernel should run on this tensor: CUDA, Triton installed, and not
+    inside ``torch.compile`` (which generates and fuses its own kernels from the PyTorch formula)."""
+    return HAS_TRITON and tensor.is_cuda and not torch.compiler.is_compiling()

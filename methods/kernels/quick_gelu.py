@@ -81,9 +81,10 @@ class QuickGELUFunction(torch.autograd.Function):
 
 
 class FusedQuickGELU(nn.Module):
-    """Drop-in for timm's ``QuickGELU``; the plain formula when the ``quick_gelu`` fast path is off."""
+    """Drop-in for timm's ``QuickGELU``; the plain formula when the ``quick_gelu`` fast path is off
+    or under ``torch.compile`` (whose generated kernel fuses it with its neighbours)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_path_enabled("quick_gelu"):
+        if fast_path_enabled("quick_gelu") and not torch.compiler.is_compiling():
             return QuickGELUFunction.apply(x)
         return quick_gelu_reference(x)

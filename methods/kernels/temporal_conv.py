@@ -5,8 +5,9 @@ On clips ``x`` [B, T, R, C] (R token rows, C channels, contiguous) with taps ``w
 The PyTorch formulation (``methods.temporal_conv``) makes one pass over the tensor per tap plus
 autograd's temporaries; here each program keeps a [rows x channels] tile of all T frames in cache,
 reads it once and writes once, in fp32 inside. The backward computes the input gradient (the same
-convolution with the taps reversed) and the tap/bias gradients in one pass over ``g`` and ``x``;
-per-program partial sums are reduced afterwards, so the result is deterministic.
+convolution with the taps reversed) and the tap/bias gradients from the same tile (one read from
+device memory, the re-reads hit the cache), accumulating element-wise and reducing over rows once
+per tap; per-program partial sums are reduced afterwards, so the result is deterministic.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _conv_bwd_kernel(g_ptr, x_ptr, flipped_ptr, gx_ptr, gw_part_ptr, gb_part_ptr, num_frames,
-                         rows, channels, KERNEL: tl.constexpr, KERNEL_PAD: tl.constexpr,
-                         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                         rows, channels, KERNEL: tl.constexpr, BLOCK_R: tl.constexpr,
+                         BLOCK_C: tl.constexpr):
         clip = tl.program_id(0).to(tl.int64)
         r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
         c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -53,30 +54,32 @@ if HAS_TRITON:
         tile = r[:, None] * channels + c[None, :]
         frame = rows * channels
         base = clip * num_frames * frame
-        tap_ids = tl.arange(0, KERNEL_PAD)
-        acc_w = tl.zeros([KERNEL_PAD, BLOCK_C], tl.float32)
-        acc_b = tl.zeros([BLOCK_C], tl.float32)
+        part = (clip * tl.num_programs(1) + tl.program_id(1)) * channels
+        # input gradient (the convolution with the taps reversed) and bias gradient
+        acc_b = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
         for t in range(num_frames):
-            g_t = tl.load(g_ptr + base + t * frame + tile, mask=mask, other=0.0).to(tl.float32)
-            acc_b += tl.sum(g_t, axis=0)
+            acc_b += tl.load(g_ptr + base + t * frame + tile, mask=mask, other=0.0).to(tl.float32)
             gx = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
             for j in tl.static_range(KERNEL):
-                # out[t] read x[src] through tap j; x[t] fed out[t'] through the reversed taps
                 src = t + j - KERNEL // 2
                 src_rows = tl.zeros([BLOCK_R], tl.int32) + src  # a vector: masks must be tensors
                 inside = mask & ((src_rows >= 0) & (src_rows < num_frames))[:, None]
                 tap = tl.load(flipped_ptr + j * channels + c, mask=c_ok, other=0.0).to(tl.float32)
                 gv = tl.load(g_ptr + base + src * frame + tile, mask=inside, other=0.0)
                 gx += tap[None, :] * gv.to(tl.float32)
-                xv = tl.load(x_ptr + base + src * frame + tile, mask=inside, other=0.0)
-                part = tl.sum(g_t * xv.to(tl.float32), axis=0)
-                acc_w += tl.where(tap_ids[:, None] == j, part[None, :], 0.0)
             tl.store(gx_ptr + base + t * frame + tile, gx.to(gx_ptr.dtype.element_ty), mask=mask)
-        part_id = clip * tl.num_programs(1) + tl.program_id(1)
-        w_tile = tap_ids[:, None] * channels + c[None, :]
-        tl.store(gw_part_ptr + part_id * KERNEL_PAD * channels + w_tile, acc_w,
-                 mask=(tap_ids < KERNEL)[:, None] & c_ok[None, :])
-        tl.store(gb_part_ptr + part_id * channels + c, acc_b, mask=c_ok)
+        tl.store(gb_part_ptr + part + c, tl.sum(acc_b, axis=0), mask=c_ok)
+        # tap gradients: out[t] read x[t + j - K//2] through tap j; one reduction per tap
+        for j in tl.static_range(KERNEL):
+            acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+            for t in range(num_frames):
+                src = t + j - KERNEL // 2
+                src_rows = tl.zeros([BLOCK_R], tl.int32) + src
+                inside = mask & ((src_rows >= 0) & (src_rows < num_frames))[:, None]
+                g_t = tl.load(g_ptr + base + t * frame + tile, mask=inside, other=0.0)
+                xv = tl.load(x_ptr + base + src * frame + tile, mask=inside, other=0.0)
+                acc += g_t.to(tl.float32) * xv.to(tl.float32)
+            tl.store(gw_part_ptr + part * KERNEL + j * channels + c, tl.sum(acc, axis=0), mask=c_ok)
 
 
 BLOCK_R, BLOCK_C, NUM_WARPS = 32, 64, 4
@@ -101,14 +104,13 @@ def conv_backward(g: torch.Tensor, x: torch.Tensor, taps: torch.Tensor
     """Gradients (input like ``x``, taps [K, C] fp32, bias [C] fp32) of ``conv_forward``."""
     kernel, channels = taps.shape
     grid = _grid(x)
-    pad = triton.next_power_of_2(kernel)
     gx = torch.empty_like(x)
-    gw_part = torch.empty(grid[0] * grid[1], pad, channels, device=x.device, dtype=torch.float32)
+    gw_part = torch.empty(grid[0] * grid[1], kernel, channels, device=x.device, dtype=torch.float32)
     gb_part = torch.empty(grid[0] * grid[1], channels, device=x.device, dtype=torch.float32)
     _conv_bwd_kernel[grid](g, x, taps.flip(0).contiguous(), gx, gw_part, gb_part, x.shape[1],
-                           x.shape[2], channels, KERNEL=kernel, KERNEL_PAD=pad, BLOCK_R=BLOCK_R,
-                           BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
-    return gx, gw_part.sum(0)[:kernel], gb_part.sum(0)
+                           x.shape[2], channels, KERNEL=kernel, BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C,
+                           num_warps=NUM_WARPS)
+    return gx, gw_part.sum(0), gb_part.sum(0)
 
 
 class TemporalConvFunction(torch.autograd.Function):
