@@ -100,6 +100,16 @@ def clips_per_second(dataset: VideoDataset, workers: int, batch_size: int) -> fl
     return clips / elapsed
 
 
+def cpu_ms_per_clip(dataset: VideoDataset, clips: int) -> float:
+    """CPU time of one clip in this process (after a warm-up clip): unlike wall-clock throughput it
+    barely moves when other jobs share the machine."""
+    dataset[0]
+    start = time.process_time()
+    for i in range(clips):
+        dataset[i % len(dataset)]
+    return (time.process_time() - start) / clips * 1000
+
+
 def _file_stats(paths: list[Path], fmt: ClipFormat) -> dict:
     return {"frames": len(decord.VideoReader(str(paths[0]))),
             "mbit_per_s": round(sum(os.path.getsize(p) for p in paths) * 8 / len(paths) / fmt.seconds / 1e6, 3)}
@@ -111,8 +121,9 @@ def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, ta
                   work_dir: Path | None = None) -> dict:
     """Both loaders on the written clips and on their ``prepare``d copies; save and return the record.
 
-    Each file set is read by both loaders, ``rounds`` times alternating (the median is kept), so a
-    machine whose load changes during the run biases neither side.
+    Each file set is read by both loaders, ``rounds`` times alternating (medians kept), so a machine
+    whose load changes during the run biases neither side. Two measures: DataLoader clips/s with
+    ``workers`` workers (wall clock, what training sees) and serial CPU ms per clip (robust to load).
     """
     torch.set_num_threads(1)
     results: dict[str, dict] = {}
@@ -126,19 +137,26 @@ def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, ta
         for source, target in zip(original, file_sets["prepared"]):
             reencode(source, target, prepared)
         timings: dict[tuple[str, str], list[float]] = {}
+        cpu_ms: dict[tuple[str, str], list[float]] = {}
+        loaders = (("suite", VideoDataset), ("decode_all", DecodeAllDataset))
         for _ in range(rounds):
             for name, paths in file_sets.items():
                 entries = [VideoEntry(paths[i % videos], 0) for i in range(clips)]
                 index = DatasetIndex(entries, ["clip"], Path(folder), Path(folder, name))
-                for loader, dataset_type in (("suite", VideoDataset), ("decode_all", DecodeAllDataset)):
+                for loader, dataset_type in loaders:
                     dataset = dataset_type("bench", "train", index, spec, True)
                     timings.setdefault((name, loader), []).append(clips_per_second(dataset, workers, batch_size))
+                    cpu_ms.setdefault((name, loader), []).append(cpu_ms_per_clip(dataset, 2 * videos))
         for name, paths in file_sets.items():
-            suite, decode_all = (float(np.median(timings[name, loader])) for loader in ("suite", "decode_all"))
+            suite, decode_all = (float(np.median(timings[name, loader])) for loader, _ in loaders)
+            suite_ms, decode_all_ms = (float(np.median(cpu_ms[name, loader])) for loader, _ in loaders)
             results[name] = {**_file_stats(paths, fmt), "suite_clips_per_s": round(suite, 3),
                              "decode_all_clips_per_s": round(decode_all, 3), "speedup": round(suite / decode_all, 3),
-                             "rounds_suite": [round(t, 3) for t in timings[name, "suite"]],
-                             "rounds_decode_all": [round(t, 3) for t in timings[name, "decode_all"]]}
+                             "suite_cpu_ms_per_clip": round(suite_ms, 1),
+                             "decode_all_cpu_ms_per_clip": round(decode_all_ms, 1),
+                             "cpu_speedup": round(decode_all_ms / suite_ms, 3),
+                             "rounds_suite_clips_per_s": [round(t, 3) for t in timings[name, "suite"]],
+                             "rounds_decode_all_clips_per_s": [round(t, 3) for t in timings[name, "decode_all"]]}
     host = socket.gethostname()
     record = {
         "kind": "data_loader", "tag": tag or host, "host": host, "cpu_count": os.cpu_count(),

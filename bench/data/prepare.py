@@ -34,6 +34,7 @@ class EncodeSettings:
     keyframe_interval: int = 16
     crf: int = 23
     preset: str = "veryfast"
+    bframes: int = 0  # B-frames make the decoder hold frames back, which costs every random access
 
 
 def even(value: float) -> int:
@@ -58,8 +59,8 @@ def reencode(source: Path, target: Path, settings: EncodeSettings) -> int:
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.gop_size = settings.keyframe_interval
             stream.options = {"crf": str(settings.crf), "preset": settings.preset,
-                              "x264-params": f"keyint={settings.keyframe_interval}:"
-                                             f"min-keyint={settings.keyframe_interval}:scenecut=0"}
+                              "x264-params": f"keyint={settings.keyframe_interval}:min-keyint="
+                                             f"{settings.keyframe_interval}:scenecut=0:bframes={settings.bframes}"}
             for frame in reader.decode(video):
                 image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
                 image.pts, image.time_base = frames, 1 / Fraction(rate)  # constant frame rate
