@@ -9,11 +9,17 @@ silently dropped.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
@@ -31,6 +37,15 @@ FREE_OPS = (
     "aten::fill_", "aten::zeros_like", "aten::ones_like", "aten::masked_fill", "aten::where",
     "aten::clamp", "aten::pow", "aten::sqrt", "aten::rsqrt", "aten::tanh", "aten::cumsum", "aten::abs",
 )
+# Custom autograd functions (fvcore names them prim::PythonOp.<class>) known to be elementwise.
+FREE_PYTHON_OPS = (
+    "prim::PythonOp.AddToPatchRows",  # methods.bottleneck: the adapter's residual add as one op
+)
+
+
+def free_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """A handle, not ``None``: fvcore's ignore list cannot name a PythonOp by its class."""
+    return 0
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -82,6 +97,7 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str,
     """Flops of one forward pass on ``example`` and the ops fvcore could not count (name -> calls)."""
     analysis = FlopCountAnalysis(model, example)
     analysis.set_op_handle(**{op: None for op in FREE_OPS})
+    analysis.set_op_handle(**{op: free_flop_jit for op in FREE_PYTHON_OPS})
     analysis.set_op_handle(**{"aten::scaled_dot_product_attention": sdpa_flop_jit,
                               "aten::baddbmm": baddbmm_flop_jit,
                               "aten::addcmul": addcmul_flop_jit, "aten::addcmul_": addcmul_flop_jit})
@@ -108,3 +124,33 @@ def count_model(model: nn.Module, num_frames: int, img_size: int) -> Counts:
     flops, unsupported = count_flops(model, example)
     return Counts(params_trainable=trainable, params_total=total, gflops_per_view=flops / 1e9,
                   unsupported_ops=unsupported)
+
+
+def _code_digest() -> str:
+    """Counts depend on the model code and the counting code: any edit there invalidates the cache."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("methods/*.py"), Path(__file__).resolve()]):
+        digest.update(path.name.encode() + path.read_bytes())
+    import fvcore
+    import timm
+    digest.update(f"{torch.__version__} {timm.__version__} {getattr(fvcore, '__version__', '')}".encode())
+    return digest.hexdigest()
+
+
+def cached_count(identity: dict[str, Any], build: Callable[[], nn.Module], num_frames: int, img_size: int,
+                 cache_dir: Path) -> Counts:
+    """``count_model(build(), ...)`` remembered on disk: tracing ViT-B/16 takes seconds on a CPU,
+    and dry runs count the same models again and again."""
+    blob = json.dumps({**identity, "frames": num_frames, "size": img_size, "code": _code_digest()},
+                      sort_keys=True, default=str)
+    path = Path(cache_dir) / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    if path.is_file():
+        return Counts(**json.loads(path.read_text()))
+    counts = count_model(build(), num_frames, img_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(dataclasses.asdict(counts), f)
+    os.replace(tmp, path)
+    return counts

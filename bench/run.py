@@ -253,17 +253,18 @@ def check_data(runs: Sequence[RunConfig], allow_missing: bool) -> dict[tuple, Da
 def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
     """One line per (dataset, method): parameters, GFLOPs x views and estimated GPU-hours."""
     from tabulate import tabulate
-    from bench.counting import count_model
-    from methods import build_model
-    rows, total_hours, seen = [], 0.0, {}
+    from bench.counting import cached_count
+    from bench.data.synthetic import cache_root
+    from methods import build_model, get_backbone_config
+    rows, total_hours = [], 0.0
     for cfg in runs:
-        data = facts[(cfg.dataset, cfg.data_root, cfg.recipe.clip)]
-        key = (cfg.dataset, cfg.method, json.dumps(cfg.method_options, sort_keys=True), cfg.recipe.name)
-        if key not in seen:
-            model = build_model(cfg.method, cfg.backbone, data.num_classes, cfg.recipe.clip.num_frames,
-                                random_init=True, method_options=dict(cfg.method_options))
-            seen[key] = count_model(model, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size)
-        counts, clip = seen[key], cfg.recipe.clip
+        data, clip = facts[(cfg.dataset, cfg.data_root, cfg.recipe.clip)], cfg.recipe.clip
+        identity = {"method": cfg.method, "options": cfg.method_options, "classes": data.num_classes,
+                    "backbone": dataclasses.asdict(get_backbone_config(cfg.backbone))}
+        counts = cached_count(
+            identity, lambda: build_model(cfg.method, cfg.backbone, data.num_classes, clip.num_frames,
+                                          random_init=True, method_options=dict(cfg.method_options)),
+            clip.num_frames, clip.input_size, cache_root() / "counts")
         flops = counts.gflops_per_view * 1e9 * (3 * cfg.recipe.epochs * data.train_clips
                                                  + clip.views * data.val_videos)
         hours = flops / SUSTAINED_FLOPS / 3600
