@@ -133,3 +133,20 @@ def test_missing_or_wrong_root_is_one_clear_error(tmp_path, monkeypatch):
     assert "no train.csv" in message and str(tmp_path) in message and "<youtube_id>_<time_start:06d>" in message
     with pytest.raises(DatasetRootError, match="not a directory"):
         read_index("k400", "train", tmp_path / "nope")
+
+
+def test_prepared_copies_read_like_the_originals(k400_root, ssv2_root, tmp_path):
+    from bench.data.prepare import EncodeSettings, prepare
+
+    settings = EncodeSettings(short_side=32, keyframe_interval=4)
+    for name, root in (("k400", k400_root), ("ssv2", ssv2_root)):
+        prepare(name, root, tmp_path / name, ("train", "val"), settings, workers=2, progress=False)
+        for split in ("train", "val"):
+            original, prepared = read_index(name, split, root), read_index(name, split, tmp_path / name)
+            assert prepared.class_names == original.class_names
+            assert [e.label for e in prepared.entries] == [e.label for e in original.entries]
+            assert len(prepared.missing) == len(original.missing)
+            assert all(e.path.suffix == ".mp4" and str(e.path).startswith(str(tmp_path)) for e in prepared.entries
+                       if e.path not in prepared.missing)
+    sample = build_dataset("ssv2", "train", SPEC, True, tmp_path / "ssv2")[0]
+    assert sample["video"].shape == (3, 4, 32, 32) and not sample["replaced"]

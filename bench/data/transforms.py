@@ -139,4 +139,5 @@ class ClipTransform:
 
     def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, 3, S, S) uint8 -> (3, T, S, S) float, CLIP-normalised."""
-        return ((frames.permute(1, 0, 2, 3).float() - self.mean) / self.std).contiguous()
+        out = frames.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+        return out.sub_(self.mean).div_(self.std)
