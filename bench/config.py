@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.data.spec import ClipSpec
+from bench.data.synthetic import SynthConfig
 
 # Bump when the engine changes what a config computes (loss, schedule, sampling of steps), so old
 # records stop matching new runs instead of being silently skipped.
@@ -159,6 +160,9 @@ SYNTH = RecipeConfig(
 
 RECIPES: dict[str, RecipeConfig] = {r.name: r for r in (K400, SSV2, SYNTH)}
 
+# The synthetic world the default suite generates (its content is part of a synthetic run's identity).
+SYNTH_WORLD = SynthConfig(size=32, frames=16, train_per_class=64, val_per_class=16)
+
 
 def get_recipe(name: str) -> RecipeConfig:
     if name not in RECIPES:
@@ -184,6 +188,7 @@ class RunConfig:
     seed: int
     weights: str | None = None
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    synth: SynthConfig | None = None  # the generated world, for the synthetic datasets
     data_root: str | None = None  # where the data is, not what it is: outside the identity
 
     def identity(self) -> dict[str, Any]:
@@ -194,6 +199,7 @@ class RunConfig:
             "engine_version": ENGINE_VERSION, "method": self.method,
             "method_options": self.method_options, "dataset": self.dataset, "backbone": self.backbone,
             "weights": weights_identity(self.weights), "recipe": recipe, "seed": self.seed,
+            "synth": None if self.synth is None else dataclasses.asdict(self.synth),
         })
 
     def hash(self) -> str:
@@ -214,20 +220,24 @@ class RunConfig:
             "method": self.method, "method_options": self.method_options, "dataset": self.dataset,
             "backbone": self.backbone, "weights": self.weights, "recipe": self.recipe.to_dict(),
             "seed": self.seed, "data_root": self.data_root, "engine_version": ENGINE_VERSION,
+            "synth": None if self.synth is None else dataclasses.asdict(self.synth),
         })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
         data = dict(data)
         data.pop("engine_version", None)
-        return cls(recipe=RecipeConfig.from_dict(data.pop("recipe")), **data)
+        synth = data.pop("synth", None)
+        return cls(recipe=RecipeConfig.from_dict(data.pop("recipe")),
+                   synth=None if synth is None else SynthConfig(**synth), **data)
 
 
+RANDOM_WEIGHTS = "random"  # no pre-trained weights: smoke tests only
 WEIGHT_SCHEMES = ("open_clip:", "pretrain:")
 
 
 def weights_identity(weights: str | None) -> str | None:
     """Weights by file name, not full path: the same file mounted elsewhere is the same run."""
-    if weights is None or weights.startswith(WEIGHT_SCHEMES):
+    if weights is None or weights == RANDOM_WEIGHTS or weights.startswith(WEIGHT_SCHEMES):
         return weights  # open_clip tag or pre-training reference: already location-free
     return Path(weights).name

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench import provenance
-from bench.config import RunConfig
+from bench.config import RANDOM_WEIGHTS, RunConfig
 from bench.counting import Counts, count_model
 from bench.records import RunRecord, write_record
 
@@ -221,16 +221,19 @@ def resolve_weights(weights: str | None) -> str | None:
 
 def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     from methods import build_model
+    random_init = cfg.weights == RANDOM_WEIGHTS
     model = build_model(cfg.method, cfg.backbone, num_classes=num_classes,
-                        num_frames=cfg.recipe.clip.num_frames, weights=resolve_weights(cfg.weights),
-                        method_options=dict(cfg.method_options))
+                        num_frames=cfg.recipe.clip.num_frames,
+                        weights=None if random_init else resolve_weights(cfg.weights),
+                        random_init=random_init, method_options=dict(cfg.method_options))
     model.head.dropout.p = cfg.recipe.head_dropout
     return model
 
 
 def build_run_dataset(cfg: RunConfig, split: str, train: bool):
     from bench.data import build_dataset
-    return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed)
+    return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed,
+                         synth=cfg.synth)
 
 
 # -- Checkpoints ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.config import (DATASET_RECIPES, RECIPES, ConfigError, RecipeConfig, RunConfig, default_recipe,
+from bench.config import (RECIPES, SYNTH_WORLD, ConfigError, RecipeConfig, RunConfig, default_recipe,
                           get_recipe)
 from bench.engine import Execution
 
@@ -215,6 +215,7 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
             for seed in seeds:
                 runs.append(RunConfig(method=method, dataset=dataset, backbone=backbone, recipe=recipe,
                                       seed=seed, weights=weights, method_options=options,
+                                      synth=SYNTH_WORLD if dataset in SYNTH_DATASETS else None,
                                       data_root=roots.get(dataset)))
     return runs
 
@@ -227,6 +228,10 @@ class DataFacts:
     measured: bool  # False: nominal sizes (the data is not on this machine)
 
 
+def data_key(cfg: RunConfig) -> tuple:
+    return cfg.dataset, cfg.data_root, cfg.synth, cfg.recipe.clip
+
+
 def check_data(runs: Sequence[RunConfig], allow_missing: bool) -> dict[tuple, DataFacts]:
     """Open every (dataset, root, clip) once: validates the roots and layouts, generates the synthetic
     videos on first use, and returns the sizes the engine and the dry-run need."""
@@ -234,12 +239,14 @@ def check_data(runs: Sequence[RunConfig], allow_missing: bool) -> dict[tuple, Da
     from bench.data.roots import DatasetRootError
     facts = {}
     for cfg in runs:
-        key = (cfg.dataset, cfg.data_root, cfg.recipe.clip)
+        key = data_key(cfg)
         if key in facts:
             continue
         try:
-            train = build_dataset(cfg.dataset, "train", cfg.recipe.clip, train=True, root=cfg.data_root)
-            val = build_dataset(cfg.dataset, "val", cfg.recipe.clip, train=False, root=cfg.data_root)
+            train = build_dataset(cfg.dataset, "train", cfg.recipe.clip, train=True, root=cfg.data_root,
+                                  synth=cfg.synth)
+            val = build_dataset(cfg.dataset, "val", cfg.recipe.clip, train=False, root=cfg.data_root,
+                                synth=cfg.synth)
             facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True)
         except DatasetRootError:
             if not allow_missing or cfg.dataset not in NOMINAL_SIZES:
@@ -258,7 +265,7 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
     from methods import build_model, get_backbone_config
     rows, total_hours = [], 0.0
     for cfg in runs:
-        data, clip = facts[(cfg.dataset, cfg.data_root, cfg.recipe.clip)], cfg.recipe.clip
+        data, clip = facts[data_key(cfg)], cfg.recipe.clip
         identity = {"method": cfg.method, "options": cfg.method_options, "classes": data.num_classes,
                     "backbone": dataclasses.asdict(get_backbone_config(cfg.backbone))}
         counts = cached_count(
@@ -276,7 +283,7 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
                                   "GFLOPs/view x views", "GPU-h (est.)", "config"),
                    colalign=("left", "left", "right", "left", "right", "right", "right", "right", "left")))
     nominal = sorted({cfg.dataset for cfg in runs
-                      if not facts[(cfg.dataset, cfg.data_root, cfg.recipe.clip)].measured})
+                      if not facts[data_key(cfg)].measured})
     print(f"\n{len(runs)} runs, about {total_hours:,.0f} GPU-hours in total (estimate: 3 x forward FLOPs "
           f"per training clip, at the {SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s full fine-tuning sustained on "
           "one H200, DESIGN.md §9).")

@@ -1,0 +1,37 @@
+"""Tiny real runs for the engine and launcher tests: the synthetic world's mp4 files through decord,
+a 4-block ViT, a few optimizer steps."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from bench.config import SYNTH, RunConfig
+from bench.data.spec import ClipSpec
+from bench.data.synthetic import SynthConfig
+from bench.engine import CHECKPOINT_NAME, work_dir
+
+TINY_WORLD = SynthConfig(frames=8, train_per_class=2, val_per_class=1)  # 20 train / 10 val clips
+# k400-style augmentation (random short side, crop, flip) so that the augmentation RNG is exercised.
+TINY_CLIP = ClipSpec(num_frames=4, sampling="dense", stride=2, input_size=32, augment="k400",
+                     short_side_range=(32, 36), test_clips=2, test_crops=1)
+TINY_RECIPE = dataclasses.replace(SYNTH, name="tiny", epochs=3, warmup_epochs=1, batch_size=8, base_lr=0.05,
+                                  clip=TINY_CLIP, method_base_lr={}, method_options={})
+
+
+def tiny_run(data_root: Path, method: str = "st_adapter", seed: int = 0, **recipe_changes) -> RunConfig:
+    options = {"width": 16} if method in ("st_adapter", "adapter") else {}
+    return RunConfig(method=method, dataset="synth_motion", backbone="vit_tiny_test",
+                     recipe=dataclasses.replace(TINY_RECIPE, **recipe_changes), seed=seed, weights="random",
+                     method_options=options, synth=TINY_WORLD, data_root=str(data_root))
+
+
+def final_weights(results: Path, cfg: RunConfig) -> dict[str, torch.Tensor]:
+    """The trainable weights a finished run kept (Execution(keep_checkpoint=True))."""
+    state = torch.load(work_dir(results, cfg) / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    return state["trainable"]
+
+
+def same_metrics(a, b) -> bool:
+    return (a.top1, a.top5, a.per_class_top1) == (b.top1, b.top5, b.per_class_top1)

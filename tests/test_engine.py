@@ -1,0 +1,115 @@
+"""The engine on real tiny runs: optimiser and schedule, determinism, resume, gradient accumulation."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bench.engine import (Execution, StepPlan, WarmupCosine, execute_run, make_optimizer, train_batches)
+from bench.records import load_records
+from tests.engine_helpers import final_weights, same_metrics, tiny_run
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("synth-cache")
+
+
+def test_schedule_is_linear_warmup_then_half_cosine_per_iteration():
+    layer = nn.Linear(2, 2)
+    optimizer = make_optimizer(list(layer.named_parameters()), lr=0.4, weight_decay=0.01, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps=4, total_steps=12))
+    lrs = []
+    for _ in range(13):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:5] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert lrs[8] == pytest.approx(0.2)  # half way down the cosine
+    assert lrs[12] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    expected = [0.4 * 0.5 * (1 + math.cos(math.pi * (s - 4) / 8)) for s in range(4, 13)]
+    assert lrs[4:] == pytest.approx(expected)
+
+
+def test_no_weight_decay_on_biases():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    optimizer = make_optimizer(list(model.named_parameters()), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999))
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decay}
+    assert names == {"0.weight", "1.weight"}
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
+
+
+def test_step_plan_splits_the_global_batch():
+    plan = StepPlan.make(global_batch=8, world_size=2, batch_per_device=3)
+    assert (plan.per_rank, plan.micro_batch, plan.accumulation) == (4, 2, 2)
+    with pytest.raises(ValueError, match="multiple of the number of GPUs"):
+        StepPlan.make(global_batch=9, world_size=2, batch_per_device=None)
+
+
+def test_ranks_share_out_exactly_the_single_process_steps():
+    one = StepPlan.make(8, 1, None)
+    two = StepPlan.make(8, 2, 2)
+    single = train_batches(20, one, rank=0, seed=3, epoch=1)
+    rank0, rank1 = (train_batches(20, two, rank=r, seed=3, epoch=1) for r in (0, 1))
+    assert len(single) == 2  # 20 clips -> 2 full global batches, the rest dropped
+    for step, batch in enumerate(single):
+        shares = rank0[2 * step:2 * step + 2] + rank1[2 * step:2 * step + 2]
+        assert sorted(i for micro in shares for i in micro) == sorted(batch)
+    assert train_batches(20, one, 0, seed=3, epoch=2) != single
+
+
+def test_same_run_twice_gives_identical_metrics_and_weights(tmp_path, data_root):
+    cfg = tiny_run(data_root)
+    a = execute_run(cfg, tmp_path / "a", Execution(progress=False, keep_checkpoint=True))
+    b = execute_run(cfg, tmp_path / "b", Execution(progress=False, keep_checkpoint=True))
+    assert same_metrics(a, b)
+    wa, wb = final_weights(tmp_path / "a", cfg), final_weights(tmp_path / "b", cfg)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in wa.items() if "conv" in k)  # it trained
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_run_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, data_root):
+    cfg = tiny_run(data_root)  # 2 steps per epoch; head dropout on, so the RNG state must be restored
+    reference = execute_run(cfg, tmp_path / "whole", Execution(progress=False, keep_checkpoint=True))
+
+    def stop_at_step_3(step):
+        if step == 3:  # the first step of epoch 2: the checkpoint of epoch 1 exists
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        execute_run(cfg, tmp_path / "cut", Execution(progress=False, keep_checkpoint=True), stop_at_step_3)
+    assert load_records(tmp_path / "cut") == []
+    resumed = execute_run(cfg, tmp_path / "cut", Execution(progress=False, keep_checkpoint=True))
+    assert resumed.extra["attempts"] == 2
+    assert same_metrics(resumed, reference)
+    w_ref, w_res = final_weights(tmp_path / "whole", cfg), final_weights(tmp_path / "cut", cfg)
+    assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, data_root):
+    cfg = tiny_run(data_root, head_dropout=0.0)
+    full = execute_run(cfg, tmp_path / "full", Execution(progress=False, keep_checkpoint=True))
+    accumulated = execute_run(cfg, tmp_path / "acc", Execution(progress=False, keep_checkpoint=True,
+                                                               batch_per_device=4))
+    assert accumulated.extra["grad_accumulation"] == 2
+    assert same_metrics(full, accumulated)
+    w_full, w_acc = final_weights(tmp_path / "full", cfg), final_weights(tmp_path / "acc", cfg)
+    assert all(torch.allclose(w_full[k], w_acc[k], atol=1e-5) for k in w_full)
+
+
+def test_record_is_complete(tmp_path, data_root):
+    cfg = tiny_run(data_root, method="linear_probe")
+    record = execute_run(cfg, tmp_path, Execution(progress=False))
+    assert record.config_hash == cfg.hash() and record.config == cfg.to_dict()
+    assert record.views == 2 and record.gflops_per_view > 0 and record.params_trainable == 64 * 10 + 10
+    assert record.throughput_clips_per_s > 0 and record.peak_memory_bytes > 0 and record.wall_time_s > 0
+    assert len(record.per_class_top1) == 10 and record.broken_videos == 0
+    assert record.extra["effective_precision"] == "fp32" and record.git_commit
+    assert (tmp_path / "work" / cfg.name / "run.log").read_text().count("epoch") >= 3
+    assert not (tmp_path / "work" / cfg.name / "checkpoint.pt").exists()
