@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import ClipSpec, SynthConfig, SynthConfigError, build_dataset, ensure_synthetic, make_stills, read_index
-from bench.data.decode import read_frames
+from bench.data.decode import FrameCache, process_frame_cache, read_frames
 from bench.data.synthetic import class_names, make_clip
 
 TINY = SynthConfig(frames=8, train_per_class=1, val_per_class=1)
@@ -73,6 +73,8 @@ def test_dataset_reads_synthetic_videos_with_and_without_frame_cache(tmp_path):
     assert cached.class_names == class_names("synth_motion") and len(cached) == 10
     for i in (0, 7):
         assert torch.equal(cached[i]["video"], plain[i]["video"]) and cached[i]["video"].shape == (1, 3, 4, 32, 32)
+    key = FrameCache.key(cached.source_list[7].path)
+    assert process_frame_cache().get(key).shape == (8, 32, 32, 3)  # the whole video was kept after one read
 
 
 # ---------------------------------------------------------------------------------------------------

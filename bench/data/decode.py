@@ -51,12 +51,16 @@ class FrameCache:
             self.bytes -= evicted.nbytes
 
 
-_process_cache: dict[int, FrameCache] = {}
+_process_cache: FrameCache | None = None
 
 
 def process_frame_cache(max_bytes: int = 1 << 30) -> FrameCache:
-    """The cache shared by every dataset in this process (one per pid, so forked workers start empty)."""
-    return _process_cache.setdefault(os.getpid(), FrameCache(max_bytes))
+    """The cache shared by every dataset in this process; forked DataLoader workers start with a
+    copy-on-write view of what the parent had decoded and fill their own copies from there."""
+    global _process_cache
+    if _process_cache is None:
+        _process_cache = FrameCache(max_bytes)
+    return _process_cache
 
 
 def read_frames(path: Path, choose: Callable[[int], np.ndarray],
