@@ -155,7 +155,7 @@ def wait(jobs: list, chunks: list[list[RunConfig]], results_dir: Path, options: 
     total = sum(len(c) for c in chunks)
     pending = {cfg.hash() for chunk in chunks for cfg in chunk}
     reports: dict[int, JobReport] = {}
-    with tqdm(total=total, desc="runs", unit="run", dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc="runs", unit="run", dynamic_ncols=True, mininterval=1.0) as bar:
         while len(reports) < len(jobs):
             for i, job in enumerate(jobs):
                 if i in reports:
@@ -178,7 +178,7 @@ def _report(job, chunk: list[RunConfig]) -> JobReport:
     stdout = getattr(paths, "stdout", None)
     stderr = getattr(paths, "stderr", None)
     try:
-        job.result()
+        job.results()  # every task of the job (several for a DDP job)
     except Exception as err:  # submitit wraps remote failures (FailedJobError, UncompletedJobError)
         return JobReport(str(job.job_id), names, ok=False, error=str(err).strip(), stdout=stdout, stderr=stderr)
     return JobReport(str(job.job_id), names, ok=True, stdout=stdout, stderr=stderr)
