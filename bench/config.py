@@ -87,10 +87,11 @@ class RecipeConfig:
 
     def with_overrides(self, **changes: Any) -> "RecipeConfig":
         """A copy with some fields changed; the name records the change so tables never mix the two."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        clip_fields = {f.name for f in dataclasses.fields(ClipSpec)}
+        current = {**dataclasses.asdict(self.clip), **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+        changes = {k: v for k, v in changes.items() if v is not None and (k not in current or current[k] != v)}
         if not changes:
             return self
-        clip_fields = {f.name for f in dataclasses.fields(ClipSpec)}
         clip_changes = {k: v for k, v in changes.items() if k in clip_fields}
         own = {k: v for k, v in changes.items() if k not in clip_fields}
         unknown = set(own) - {f.name for f in dataclasses.fields(self)}

@@ -71,15 +71,11 @@ def pretrain_dir(cfg: PretrainConfig) -> Path:
     return cache_root() / "pretrain" / f"{cfg.backbone.name}-{cfg.digest()}"
 
 
-def ensure_pretrained(reference: str = DEFAULT.reference, progress: bool = True) -> Path:
-    """The weights file of ``reference``, pre-training it first if it is not cached.
-
-    A file lock makes concurrent jobs wait for one pre-training instead of each running their own.
-    """
-    if reference not in KNOWN:
-        raise ValueError(f"unknown pre-trained backbone {reference!r}; this code knows {sorted(KNOWN)} "
-                         "(the pre-training config changed since the run was planned: plan it again)")
-    cfg = KNOWN[reference]
+def ensure_pretrained(reference: str | PretrainConfig = DEFAULT, progress: bool = True) -> Path:
+    """The weights file of ``reference`` (a ``pretrain:`` string or a config), pre-training it first
+    if it is not cached. A file lock makes concurrent jobs wait for one pre-training instead of each
+    running their own."""
+    cfg = resolve_reference(reference) if isinstance(reference, str) else reference
     folder = pretrain_dir(cfg)
     weights = folder / WEIGHTS_NAME
     if weights.is_file():
@@ -90,6 +86,13 @@ def ensure_pretrained(reference: str = DEFAULT.reference, progress: bool = True)
         if not weights.is_file():
             _train_and_save(cfg, folder, progress)
     return weights
+
+
+def resolve_reference(reference: str) -> PretrainConfig:
+    if reference not in KNOWN:
+        raise ValueError(f"unknown pre-trained backbone {reference!r}; this code knows {sorted(KNOWN)} "
+                         "(the pre-training config changed since the run was planned: plan it again)")
+    return KNOWN[reference]
 
 
 class StillsClassifier(nn.Module):
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.force and folder.exists():
         import shutil
         shutil.rmtree(folder)
-    weights = ensure_pretrained(DEFAULT.reference, progress=not args.quiet)
+    weights = ensure_pretrained(DEFAULT, progress=not args.quiet)
     summary = json.loads((weights.parent / "summary.json").read_text())
     print(f"{DEFAULT.reference}: {weights}\n  held-out top-1 on stills {summary['held_out_top1']:.1f}% "
           f"({summary['classes']} classes), trained in {summary['seconds']} s")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.config import (RECIPES, SYNTH_WORLD, ConfigError, RecipeConfig, RunConfig, default_recipe,
-                          get_recipe)
+from bench.config import (RANDOM_WEIGHTS, RECIPES, SYNTH_WORLD, WEIGHT_SCHEMES, ConfigError, RecipeConfig,
+                          RunConfig, default_recipe, get_recipe)
 from bench.engine import Execution
 
 SYNTH_DATASETS = ("synth_appearance", "synth_motion")
@@ -70,7 +70,8 @@ RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started
                       help="frame encoder (default: synth_vit for synthetic data, clip_vit_b16 otherwise)")
     grid.add_argument("--weights", default=None,
                       help="pre-trained backbone weights: a file (OpenAI .pt, open_clip, timm) or "
-                           "open_clip:MODEL/TAG (synth_vit: pre-trained automatically)")
+                           "open_clip:MODEL/TAG (synth_vit: pre-trained automatically); 'random' for "
+                           "smoke tests without weights")
     grid.add_argument("--seeds", default="3", help="number of seeds (0..N-1), or a comma-separated list")
     grid.add_argument("--method-option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                       help="method option, e.g. st_adapter.preset=24x384 (repeatable; VALUE is JSON or text)")
@@ -199,7 +200,8 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
         raise BenchInputError(f"--weights: backbone {backbone!r} needs pre-trained weights (an OpenAI "
                               "ViT-B-16.pt, an open_clip or timm checkpoint, or open_clip:MODEL/TAG); "
                               "--dry-run works without them")
-    if weights is not None and not weights.startswith(("pretrain:", "open_clip:")) and not Path(weights).is_file():
+    if (weights is not None and weights != RANDOM_WEIGHTS and not weights.startswith(WEIGHT_SCHEMES)
+            and not Path(weights).is_file()):
         raise BenchInputError(f"--weights {weights}: no such file")
     user_options = parse_method_options(args.method_option, methods)
     roots = parse_roots(args.root, datasets)

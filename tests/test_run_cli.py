@@ -1,0 +1,98 @@
+"""``python -m bench.run``: help, bad input (exit 2, nothing written), the dry run's DESIGN.md §3
+numbers without data or weights, and a small real grid through the CLI."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.records import load_records
+from bench.run import main
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No dataset roots configured, caches in tmp: what a fresh machine has."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BENCH_CONFIG", str(tmp_path / "no-datasets.yaml"))
+    for name in ("K400", "SSV2", "LIST"):
+        monkeypatch.delenv(f"BENCH_{name}_ROOT", raising=False)
+    return tmp_path
+
+
+def test_help_explains_the_options():
+    out = subprocess.run([sys.executable, "-m", "bench.run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for option in ("--methods", "--datasets", "--backbone", "--weights", "--seeds", "--executor",
+                   "--slurm-profile", "--dry-run", "--results", "--force", "--epochs", "--lr"):
+        assert option in out.stdout
+    assert "embedded default" in out.stdout
+
+
+def _bad_profile(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("partition: gpu\ngpus_per_node: many\n")
+    return ["--executor", "slurm", "--slurm-profile", str(path)]
+
+
+def _weights_file(tmp_path):
+    path = tmp_path / "ViT-B-16.pt"
+    path.write_bytes(b"not read before the data check")
+    return str(path)
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t: ["--methods", "st_adapter,nope"], "unknown method(s) ['nope']"),
+    (lambda t: ["--datasets", "k401"], "unknown dataset(s) ['k401']"),
+    (lambda t: ["--datasets", "k400", "--methods", "linear_probe"], "needs pre-trained weights"),
+    (lambda t: ["--datasets", "k400", "--weights", str(t / "missing.pt")], "no such file"),
+    (lambda t: ["--datasets", "k400", "--weights", _weights_file(t)], "k400: no root given"),
+    (lambda t: ["--datasets", "ssv2", "--root", f"ssv2={t / 'nowhere'}", "--weights", _weights_file(t)],
+     "the root is not a directory"),
+    (_bad_profile, "key 'gpus_per_node'"),
+    (lambda t: ["--seeds", "0"], "need at least one seed"),
+    (lambda t: ["--method-option", "st_adapter.width=-3", "--methods", "st_adapter"], "width=-3"),
+])
+def test_bad_input_exits_2_and_writes_nothing(isolated, capsys, make_args, message):
+    results = isolated / "results"
+    assert main([*make_args(isolated), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not results.exists()
+
+
+@pytest.mark.slow
+def test_dry_run_prints_design_counts_without_data_or_weights(isolated, capsys):
+    argv = ["--dry-run", "--methods", "st_adapter,full_ft", "--datasets", "k400,ssv2", "--backbone",
+            "clip_vit_b16", "--seeds", "1", "--results", str(isolated / "results")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {(m.group(1), m.group(2)): m for m in re.finditer(
+        r"^(k400|ssv2)\s+(st_adapter|full_ft)\s+0\s+\S+\s+([\d,]+)\s+([\d,]+)\s+([\d.]+) x (\d)", out, re.M)}
+    trainable = {key: int(m.group(3).replace(",", "")) for key, m in rows.items()}
+    assert trainable == {("k400", "st_adapter"): 7_417_744, ("k400", "full_ft"): 86_107_024,
+                         ("ssv2", "st_adapter"): 14_354_094, ("ssv2", "full_ft"): 85_933_230}
+    st_k400 = rows[("k400", "st_adapter")]
+    assert float(st_k400.group(5)) == pytest.approx(151.6, rel=0.01) and st_k400.group(6) == "3"
+    assert rows[("ssv2", "full_ft")].group(6) == "3"
+    assert "GPU-hours" in out and "nominal sizes" in out
+    assert not (isolated / "results").exists()
+
+
+@pytest.mark.slow
+def test_small_grid_through_the_cli(isolated, capsys):
+    results = isolated / "results"
+    argv = ["--datasets", "synth_motion", "--methods", "linear_probe,st_adapter", "--backbone", "vit_tiny_test",
+            "--weights", "random", "--recipe", "synth", "--seeds", "2", "--epochs", "1", "--batch-size", "64",
+            "--executor", "debug",
+            "--results", str(results)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    records = load_records(results)
+    assert sorted((r.method, r.seed) for r in records) == [("linear_probe", 0), ("linear_probe", 1),
+                                                           ("st_adapter", 0), ("st_adapter", 1)]
+    assert all(r.recipe == "synth(batch_size=64,epochs=1)" for r in records)
+    assert re.search(r"synth_motion\s+linear_probe\s+2\s+[\d.]+ ± [\d.]+", out)  # the summary table
+    assert main(argv) == 0
+    assert "4 of 4 runs already have records" in capsys.readouterr().out
+    assert len(load_records(results)) == 4

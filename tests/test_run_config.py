@@ -1,0 +1,60 @@
+"""Recipes and run identity: DESIGN.md §4 presets, validation, hashes that name exactly the result."""
+import dataclasses
+
+import pytest
+
+from bench.config import K400, SSV2, SYNTH, SYNTH_WORLD, ConfigError, RunConfig, get_recipe
+
+
+def test_presets_follow_the_reference_recipe():
+    for recipe, epochs, batch in ((K400, 12, 192), (SSV2, 50, 256)):
+        assert (recipe.epochs, recipe.warmup_epochs, recipe.batch_size) == (epochs, 2, batch)
+        assert (recipe.base_lr, recipe.weight_decay, recipe.betas) == (1e-3, 0.01, (0.9, 0.999))
+        assert recipe.peak_lr("st_adapter") == pytest.approx(1e-3 * batch / 256)
+        assert recipe.base_lr_for("full_ft") < recipe.base_lr  # full fine-tuning has its own lr
+        assert recipe.clip.num_frames == 8 and recipe.clip.input_size == 224 and recipe.head_dropout == 0.5
+    assert (K400.clip.sampling, K400.clip.stride, K400.clip.augment, K400.clip.views) == ("dense", 16, "k400", 3)
+    assert K400.clip.short_side_range == (224, 258) and (K400.clip.test_clips, K400.clip.test_crops) == (3, 1)
+    assert (SSV2.clip.sampling, SSV2.clip.augment, SSV2.clip.test_clips, SSV2.clip.test_crops) == ("uniform", "ssv2", 1, 3)
+    assert K400.options_for("st_adapter") == {"preset": "12x384"}
+    assert SSV2.options_for("st_adapter", {"width": 128}) == {"preset": "24x384", "width": 128}
+
+
+def test_bad_recipe_values_name_the_field():
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        dataclasses.replace(K400, warmup_epochs=20)
+    with pytest.raises(ConfigError, match="precision"):
+        K400.with_overrides(precision="fp8")
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("k600")
+
+
+def test_overrides_rename_the_recipe_only_when_something_changes():
+    assert K400.with_overrides(epochs=12, batch_size=None) is K400
+    quick = K400.with_overrides(epochs=1, warmup_epochs=0, num_frames=4)
+    assert quick.name == "k400(epochs=1,num_frames=4,warmup_epochs=0)"
+    assert quick.clip.num_frames == 4 and quick.clip.stride == 16
+
+
+def _run(**changes) -> RunConfig:
+    base = dict(method="st_adapter", dataset="synth_motion", backbone="synth_vit", recipe=SYNTH, seed=0,
+                weights="/models/a/synth.safetensors", method_options={"width": 48}, synth=SYNTH_WORLD)
+    return RunConfig(**{**base, **changes})
+
+
+def test_hash_names_the_result_not_the_location():
+    reference = _run()
+    assert len(reference.hash()) == 12
+    assert _run(data_root="/elsewhere").hash() == reference.hash()
+    assert _run(weights="/mnt/b/synth.safetensors").hash() == reference.hash()  # same file, other mount
+    for changed in (_run(seed=1), _run(method="adapter"), _run(method_options={"width": 32}),
+                    _run(recipe=SYNTH.with_overrides(base_lr=0.2)), _run(weights="/models/other.safetensors"),
+                    _run(synth=dataclasses.replace(SYNTH_WORLD, train_per_class=8))):
+        assert changed.hash() != reference.hash()
+
+
+def test_config_round_trips_through_its_record_form():
+    cfg = _run(data_root="/data")
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.hash() == cfg.hash()
+    assert cfg.name.startswith("synth_motion__synth_vit__st_adapter__s0__")
