@@ -39,11 +39,22 @@ def test_benchmark_record(tmp_path):
     record = run_benchmark(workers=1, videos=2, clips=6, batch_size=2, tag="test", out=out, rounds=1,
                            spec=ClipSpec(num_frames=4, stride=4, input_size=32, short_side_range=(32, 36)),
                            fmt=ClipFormat(width=96, height=64, fps=10, seconds=2),
-                           prepared=EncodeSettings(short_side=64, keyframe_interval=4), work_dir=tmp_path)
+                           prepared=EncodeSettings(short_side=64), work_dir=tmp_path, cpu_clips=4)
     saved = json.loads(out.read_text())
     assert saved["tag"] == "test" and saved["workers"] == 1 and saved["cpu_count"] >= 1
     for files in ("original", "prepared"):
         row = saved["files"][files]
         assert row["frames"] == 20 and row["suite_clips_per_s"] > 0 and row["decode_all_clips_per_s"] > 0
-        assert row["speedup"] == round(row["suite_clips_per_s"] / row["decode_all_clips_per_s"], 3)
+    files = saved["files"]
+    for name, (suite, reference) in {"same_file_original": ("original", "original"),
+                                     "same_file_prepared": ("prepared", "prepared"),
+                                     "suite_prepared_vs_reference_original": ("prepared", "original")}.items():
+        ratios = saved["comparisons"][name]
+        assert ratios["cpu_speedup"] == round(files[reference]["decode_all_cpu_ms_per_clip"]
+                                              / files[suite]["suite_cpu_ms_per_clip"], 3)
+        assert ratios["clips_per_s_speedup"] == round(files[suite]["suite_clips_per_s"]
+                                                      / files[reference]["decode_all_clips_per_s"], 3)
+    mixed = saved["comparisons"]["suite_prepared_vs_reference_original"]
+    assert saved["acceptance"]["value"] == mixed["cpu_speedup"]
+    assert saved["acceptance"]["met"] == (mixed["cpu_speedup"] >= 5)
     assert record["path"] == str(out)

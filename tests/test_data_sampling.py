@@ -1,9 +1,11 @@
 """Exact frame indices of the dense and uniform samplers, and proof that decoding returns those frames."""
+import av
 import numpy as np
 import pytest
 
 from bench.data import ClipSpec, build_dataset
 from bench.data.decode import read_frames
+from bench.data.prepare import EncodeSettings, reencode
 from bench.data.sampling import (dense_test_indices, dense_train_indices, sample_indices, uniform_test_indices,
                                  uniform_train_indices)
 from bench.data.synthetic import write_video
@@ -91,3 +93,14 @@ def test_dataset_clips_hold_the_sampled_frames(painted, sampling):
     expected = {"dense": [0, 17, 35], "uniform": [1, 4, 6]}[sampling]  # first frame of each temporal view
     assert frame_numbers(views)[:, 0].tolist() == expected
     assert frame_numbers(views).tolist() == sample_indices(test.clip, 64, False).tolist()
+
+
+def test_prepared_copy_keeps_the_frame_indices(painted, tmp_path):
+    """The default prepared copy is all-intra and decodes to the same frame numbers as the original."""
+    assert reencode(painted / "painted.mp4", tmp_path / "prepared.mp4", EncodeSettings()) == 64
+    with av.open(str(tmp_path / "prepared.mp4")) as container:
+        keyframes = [packet.is_keyframe for packet in container.demux(video=0) if packet.size]
+    assert len(keyframes) == 64 and all(keyframes)
+    wanted = np.array([[63, 0, 17, 17, 40, 5]])
+    frames, _ = read_frames(tmp_path / "prepared.mp4", lambda count: wanted)
+    assert frame_numbers(frames).tolist() == wanted.tolist()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .dataset import DATASETS
 from .listfile import ListFileError
+from .prepare import EncodeSettings
 from .roots import DatasetRootError
 
 
@@ -38,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--splits", type=_splits, default=("train", "val"))
     prepare.add_argument("--root", help="dataset root (default: BENCH_<DATASET>_ROOT or the user config file)")
     prepare.add_argument("--out", type=Path, required=True, help="root of the prepared copy")
-    prepare.add_argument("--short-side", type=int, default=320)
-    prepare.add_argument("--keyframe-interval", type=int, default=16)
-    prepare.add_argument("--crf", type=int, default=23)
+    prepare.add_argument("--short-side", type=int, default=EncodeSettings.short_side)
+    prepare.add_argument("--keyframe-interval", type=int, default=EncodeSettings.keyframe_interval,
+                         help="frames between keyframes (default 1: all-intra, fastest sampled reads)")
+    prepare.add_argument("--crf", type=int, default=EncodeSettings.crf)
     prepare.add_argument("--workers", **workers)
 
     bench = commands.add_parser("bench", help="clips/s of the suite's loader vs decoding every frame")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.dataset} {split}: {report['readable']} of {report['listed']} readable, "
                       f"{report['broken']} broken or missing -> {report['cleaned_list']}")
         elif args.command == "prepare":
-            from .prepare import EncodeSettings, prepare
+            from .prepare import prepare
             settings = EncodeSettings(args.short_side, args.keyframe_interval, args.crf)
             summary = prepare(args.dataset, args.root, args.out, args.splits, settings, args.workers)
             print(f"prepared {summary['videos'] - len(summary['failed'])} of {summary['videos']} videos "
