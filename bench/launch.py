@@ -81,7 +81,8 @@ class LaunchOptions:
     executor: str = "local"
     parallel: int = 1  # local: jobs running at once
     runs_per_job: int | None = None  # None: slurm 1, local ceil(runs / parallel), debug all
-    tasks_per_job: int = 1  # processes (GPUs) per job: DDP when > 1
+    tasks_per_job: int = 1  # processes per job: DDP when > 1
+    gpus_per_job: int = 0  # local: GPUs per job (submitit sets CUDA_VISIBLE_DEVICES)
     timeout_min: int = 7 * 24 * 60
     slurm_params: dict[str, Any] = field(default_factory=dict)
     force: bool = False
@@ -124,7 +125,8 @@ def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
         return submitit.DebugExecutor(folder)
     if options.executor == "local":
         executor = submitit.LocalExecutor(folder)
-        executor.update_parameters(timeout_min=options.timeout_min, tasks_per_node=options.tasks_per_job)
+        executor.update_parameters(timeout_min=options.timeout_min, tasks_per_node=options.tasks_per_job,
+                                   gpus_per_node=options.gpus_per_job)
         return executor
     executor = submitit.AutoExecutor(folder, cluster="slurm")
     executor.update_parameters(**options.slurm_params)

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from bench.config import (RANDOM_WEIGHTS, RECIPES, SYNTH_WORLD, WEIGHT_SCHEMES, ConfigError, RecipeConfig,
                           RunConfig, default_recipe, get_recipe)
 from bench.engine import Execution
+from bench.launch import LaunchOptions
 
 SYNTH_DATASETS = ("synth_appearance", "synth_motion")
 REAL_DATASETS = ("k400", "ssv2", "list")
@@ -234,24 +235,29 @@ def data_key(cfg: RunConfig) -> tuple:
     return cfg.dataset, cfg.data_root, cfg.synth, cfg.recipe.clip
 
 
-def check_data(runs: Sequence[RunConfig], allow_missing: bool) -> dict[tuple, DataFacts]:
-    """Open every (dataset, root, clip) once: validates the roots and layouts, generates the synthetic
-    videos on first use, and returns the sizes the engine and the dry-run need."""
+def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFacts]:
+    """Open every (dataset, root, world, clip) once: validates roots and layouts, generates the
+    synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
+    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
     from bench.data import build_dataset
     from bench.data.roots import DatasetRootError
+    from bench.data.synthetic import class_names
     facts = {}
     for cfg in runs:
         key = data_key(cfg)
         if key in facts:
             continue
+        if dry_run and cfg.synth is not None:
+            classes = len(class_names(cfg.dataset))
+            facts[key] = DataFacts(classes, classes * cfg.synth.train_per_class,
+                                   classes * cfg.synth.val_per_class, measured=True)
+            continue
         try:
-            train = build_dataset(cfg.dataset, "train", cfg.recipe.clip, train=True, root=cfg.data_root,
-                                  synth=cfg.synth)
-            val = build_dataset(cfg.dataset, "val", cfg.recipe.clip, train=False, root=cfg.data_root,
-                                synth=cfg.synth)
-            facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True)
+            sizes = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train", root=cfg.data_root,
+                                   synth=cfg.synth) for split in ("train", "val")]
+            facts[key] = DataFacts(sizes[0].num_classes, len(sizes[0]), len(sizes[1]), measured=True)
         except DatasetRootError:
-            if not allow_missing or cfg.dataset not in NOMINAL_SIZES:
+            if not dry_run or cfg.dataset not in NOMINAL_SIZES:
                 raise
             facts[key] = DataFacts(*NOMINAL_SIZES[cfg.dataset], measured=False)
     return facts
@@ -298,41 +304,42 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
 
 # -- Launching ------------------------------------------------------------------------------------
 
-def launch_options(args: argparse.Namespace, runs: Sequence[RunConfig]):
-    from bench.launch import LaunchOptions
+def launch_options(args: argparse.Namespace) -> tuple[LaunchOptions, Execution]:
+    """Where and how the jobs run: SLURM from the profile; locally one job per core on CPU (one
+    torch thread each) or one job at a time over all GPUs (DDP)."""
     import torch
+    cores = os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
     slurm_params: dict[str, Any] = {}
-    tasks = 1
     if args.executor == "slurm":
         if not args.slurm_profile:
             raise BenchInputError("--executor slurm needs --slurm-profile (a name under slurm/profiles/ or a YAML file)")
         from bench.slurm_profile import load_profile
         profile = load_profile(args.slurm_profile)
         slurm_params = profile.to_submitit_params()
-        tasks = profile.tasks * profile.nodes
+        tasks, threads, workers = profile.tasks * profile.nodes, None, max(0, profile.cpus_per_task - 1)
     elif args.slurm_profile:
         raise BenchInputError("--slurm-profile only applies to --executor slurm")
-    else:
-        gpus = torch.cuda.device_count()
-        if args.gpus is not None and args.gpus > gpus:
+    elif gpus:
+        if args.gpus is not None and not 1 <= args.gpus <= gpus:
             raise BenchInputError(f"--gpus {args.gpus}: this machine has {gpus} GPU(s)")
-        tasks = args.gpus if args.gpus else (gpus or 1)
-    cores = os.cpu_count() or 1
-    default_parallel = 1 if torch.cuda.is_available() else cores
-    parallel = args.parallel or default_parallel
+        tasks, threads, workers = args.gpus or gpus, None, max(0, cores // (args.gpus or gpus) - 1)
+    else:
+        if args.gpus:
+            raise BenchInputError(f"--gpus {args.gpus}: this machine has no GPU")
+        tasks, threads, workers = 1, None, 0
+    parallel = args.parallel or (1 if gpus else cores)
     if parallel < 1 or (args.runs_per_job is not None and args.runs_per_job < 1):
         raise BenchInputError("--parallel and --runs-per-job must be >= 1")
-    return LaunchOptions(executor=args.executor, parallel=parallel, runs_per_job=args.runs_per_job,
-                         tasks_per_job=tasks, slurm_params=slurm_params, force=args.force)
-
-
-def execution_for(args: argparse.Namespace, parallel: int) -> Execution:
-    import torch
-    on_gpu = torch.cuda.is_available() or args.executor == "slurm"
-    threads = None if on_gpu else max(1, (os.cpu_count() or 1) // parallel)
-    workers = args.workers if args.workers is not None else (8 if on_gpu else 0)
-    return Execution(batch_per_device=args.batch_per_device, num_workers=workers, threads=threads,
-                     progress=args.executor == "debug" or args.executor == "local" and parallel == 1)
+    if not gpus and args.executor != "slurm":
+        threads = max(1, cores // parallel)  # CPU jobs side by side: split the cores, do not oversubscribe
+    options = LaunchOptions(executor=args.executor, parallel=parallel, runs_per_job=args.runs_per_job,
+                            tasks_per_job=tasks, gpus_per_job=tasks if gpus and args.executor == "local" else 0,
+                            slurm_params=slurm_params, force=args.force)
+    execution = Execution(batch_per_device=args.batch_per_device, threads=threads,
+                          num_workers=args.workers if args.workers is not None else workers,
+                          progress=args.executor == "debug" or (args.executor == "local" and parallel == 1))
+    return options, execution
 
 
 def print_summary(results_dir: Path, runs: Sequence[RunConfig]) -> None:
@@ -365,8 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         runs = plan(args)
-        options = launch_options(args, runs)
-        facts = check_data(runs, allow_missing=args.dry_run)
+        options, execution = launch_options(args)
+        facts = check_data(runs, dry_run=args.dry_run)
     except _input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -379,18 +386,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(todo) < len(runs):
         print(f"{len(runs) - len(todo)} of {len(runs)} runs already have records in {args.results}; "
               "skipping them (--force runs them again)")
-    for reference in sorted({cfg.weights for cfg in todo if cfg.weights and cfg.weights.startswith("pretrain:")}):
+    for reference in sorted({cfg.weights for cfg in todo if (cfg.weights or "").startswith("pretrain:")}):
         from bench.pretrain import ensure_pretrained
         ensure_pretrained(reference)
-    reports = launch(todo, args.results, execution_for(args, options.parallel), options)
-    failed = [r for r in reports if not r.ok]
-    print(f"\n{len(todo) - sum(len(r.runs) for r in failed)} runs finished, "
-          f"{sum(len(r.runs) for r in failed)} in failed jobs; {time.perf_counter() - started:.0f} s in total")
-    for report in failed:
-        print(f"FAILED job {report.job_id}: job log {report.stderr}", file=sys.stderr)
+    reports = launch(todo, args.results, execution, options)
+    missing = [cfg.name for cfg in todo if not find_record(args.results, cfg.hash())]
+    print(f"\n{len(todo) - len(missing)} of {len(todo)} runs finished in {time.perf_counter() - started:.0f} s")
+    for report in reports:
+        if not report.ok:
+            print(f"FAILED job {report.job_id}: see {report.stderr}", file=sys.stderr)
     if not args.no_summary:
         print_summary(args.results, runs)
-    return 1 if failed else 0
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":
