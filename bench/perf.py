@@ -96,6 +96,7 @@ class Setting:
 GENERIC = {"fused_activations": True, "packed_attention": True, "matmul_patch_embed": True}
 FAST = {**GENERIC, "fast_adapter": True, "frozen_dtype": "bf16"}
 
+DEFAULT_SETTINGS = ("plain", "generic", "fast")
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("plain", "the methods as built: eager, fp32 weights under bf16 autocast"),
     Setting("frozen_bf16", "plain + frozen weights held in bf16", frozen_dtype="bf16"),
@@ -229,7 +230,8 @@ class StepTimer:
         return (time.perf_counter() - begin) * 1e3
 
 
-def _batches(spec: BenchSpec, device: torch.device, count: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(spec: BenchSpec, device: torch.device,
+             count: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Random normalised clips and labels; two batches, alternated (never zeros)."""
     g = torch.Generator(device=device).manual_seed(2)
     shape = (spec.batch_size, 3, spec.num_frames, spec.input_size, spec.input_size)
@@ -518,7 +520,8 @@ def compare_feature_cache(spec: BenchSpec, epochs: int = 12, train_clips: int = 
     for epoch in range(epochs):
         order = epoch_order(train_clips, 0, epoch).tolist()
         batches = [order[i * spec.batch_size:(i + 1) * spec.batch_size] for i in range(steps_per_epoch)]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, pin_memory=device.type == "cuda")
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches,
+                                             pin_memory=device.type == "cuda")
         for batch in loader:
             step((batch["video"].to(device, non_blocking=True), batch["label"].to(device)))
             scheduler.step()
@@ -595,6 +598,19 @@ def format_table(results: list[Measurement]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_measurements(folder: Path) -> list[Measurement]:
+    """The perf records under ``folder``, in setting then method order (for tables)."""
+    names = {f.name for f in dataclasses.fields(Measurement)}
+    found = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("kind") == "perf":
+            found.append(Measurement(**{k: v for k, v in data.items() if k in names}))
+    settings, labels = list(SETTINGS), [c.label for c in CASES]
+    return sorted(found, key=lambda m: (settings.index(m.setting) if m.setting in settings else len(settings),
+                                        labels.index(m.label) if m.label in labels else len(labels)))
+
+
 # -- Command line -----------------------------------------------------------------------------------
 
 def _pick(names: str, known: dict[str, Any], what: str) -> list[Any]:
@@ -612,8 +628,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="all", help="method labels, comma-separated "
                         f"({', '.join(c.label for c in CASES)}) or 'all'")
-    parser.add_argument("--settings", default="plain,generic,fast", help="settings, comma-separated "
-                        f"({', '.join(SETTINGS)}) or 'all'")
+    parser.add_argument("--settings", default=None, help="settings, comma-separated "
+                        f"({', '.join(SETTINGS)}) or 'all' (default: {','.join(DEFAULT_SETTINGS)}; "
+                        "with --from-records: all)")
     parser.add_argument("--steps", type=int, default=BenchSpec.timed_steps, help="timed steps (>= 20)")
     parser.add_argument("--warmup", type=int, default=BenchSpec.warmup_steps)
     parser.add_argument("--batch-size", type=int, default=BenchSpec.batch_size)
@@ -622,12 +639,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=BenchSpec.device)
     parser.add_argument("--out", type=Path, default=PERF_DIR, help="where the JSON records go")
     parser.add_argument("--no-records", action="store_true", help="print the table only")
+    parser.add_argument("--from-records", type=Path, default=None, metavar="DIR",
+                        help="measure nothing: print the table of the perf records in DIR")
     parser.add_argument("--profile", default="", help="method labels to profile (per setting)")
     parser.add_argument("--profile-dir", type=Path, default=None, help="where profile tables go")
     parser.add_argument("--micro", action="store_true", help="also time each fast-path piece alone")
     parser.add_argument("--features", action="store_true",
                         help="also compare the cached-feature linear probe with the end-to-end one")
     args = parser.parse_args(argv)
+    if args.from_records is not None:
+        return args
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here; use a GPU machine (or --device cpu "
                      "with --backbone vit_tiny_test for a smoke run)")
@@ -636,30 +657,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        cases = _pick(args.methods, {c.label: c for c in CASES}, "method label")
-        settings = _pick(args.settings, SETTINGS, "setting")
-        profiled = _pick(args.profile, {c.label: c for c in CASES}, "method label") if args.profile else []
-    except PerfError as e:
-        print(f"error: {e}", file=sys.stderr)
+def _print_table_from_records(folder: Path, settings: list[Setting] | None) -> int:
+    results = load_measurements(folder)
+    if settings is not None:
+        results = [m for m in results if m.setting in {s.name for s in settings}]
+    if not results:
+        print(f"error: no perf records in {folder}", file=sys.stderr)
         return 2
-    spec = BenchSpec(backbone=args.backbone, input_size=args.input_size, batch_size=args.batch_size,
-                     warmup_steps=args.warmup, timed_steps=args.steps, device=args.device)
-    env = environment(spec)
-    print(f"# {env['hardware'].get('gpu', args.device)}, torch {env['torch']}, triton {env['triton']}; "
-          f"{spec.backbone}, {spec.batch_size} clips x {spec.num_frames} frames at {spec.input_size}, "
-          f"{spec.autocast} autocast, {spec.timed_steps} timed steps", flush=True)
-    cases = sorted(cases, key=lambda c: c.label != BASELINE)  # the baseline first in each setting
+    print(format_table(results))
+    return 0
+
+
+def _measure_all(cases: list[Case], settings: list[Setting], profiled: list[Case], spec: BenchSpec,
+                 env: dict[str, Any], out: Path | None, profile_dir: Path | None) -> list[Measurement]:
+    """Every (setting, method), full_ft first in each setting; records are written as measured, so a
+    later failure loses nothing."""
+    cases = sorted(cases, key=lambda c: c.label != BASELINE)
     results: list[Measurement] = []
     for setting in settings:
         for case in cases:
             m = measure(case, setting, spec)
             results.append(m)
             add_ratios(results)
-            if not args.no_records:  # written as measured: a later failure loses nothing
-                write_json(args.out / f"{spec.backbone}__{m.setting}__{m.label}.json",
+            if out is not None:
+                write_json(out / f"{spec.backbone}__{m.setting}__{m.label}.json",
                            record(m, setting, spec, env))
             print(f"{setting.name:>14} {case.label:<22} {m.step_ms:7.1f} ms  {m.peak_gib:6.2f} GiB  "
                   f"eval {m.eval_clips_per_s:6.0f} clips/s  (first step {m.first_step_s:.1f} s)", flush=True)
@@ -667,28 +688,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = profile(case, setting, spec)
             text = format_profile(result)
             print(text, flush=True)
-            if args.profile_dir is not None:
-                args.profile_dir.mkdir(parents=True, exist_ok=True)
+            if profile_dir is not None:
+                profile_dir.mkdir(parents=True, exist_ok=True)
                 stem = f"profile__{setting.name}__{case.label}"
-                (args.profile_dir / f"{stem}.md").write_text(text + "\n```\n" + result["table"] + "\n```\n")
-                write_json(args.profile_dir / f"{stem}.json", {k: v for k, v in result.items() if k != "table"})
-    extras = []
+                (profile_dir / f"{stem}.md").write_text(text + "\n```\n" + result["table"] + "\n```\n")
+                write_json(profile_dir / f"{stem}.json", {k: v for k, v in result.items() if k != "table"})
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = None if args.settings is None else _pick(args.settings, SETTINGS, "setting")
+        if args.from_records is not None:
+            return _print_table_from_records(args.from_records, settings)
+        settings = settings or [SETTINGS[name] for name in DEFAULT_SETTINGS]
+        cases = _pick(args.methods, {c.label: c for c in CASES}, "method label")
+        profiled = _pick(args.profile, {c.label: c for c in CASES}, "method label") if args.profile else []
+    except PerfError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    spec = BenchSpec(backbone=args.backbone, input_size=args.input_size, batch_size=args.batch_size,
+                     warmup_steps=args.warmup, timed_steps=args.steps, device=args.device)
+    env = environment(spec)
+    out = None if args.no_records else args.out
+    print(f"# {env['hardware'].get('gpu', args.device)}, torch {env['torch']}, triton {env['triton']}; "
+          f"{spec.backbone}, {spec.batch_size} clips x {spec.num_frames} frames at {spec.input_size}, "
+          f"{spec.autocast} autocast, {spec.timed_steps} timed steps", flush=True)
+    results = _measure_all(cases, settings, profiled, spec, env, out, args.profile_dir)
+    provenance_fields = {"spec": dataclasses.asdict(spec), "gpu": env["hardware"].get("gpu", "none"),
+                         "environment": env}
     if args.micro:
-        for row in micro_benchmarks(spec):
-            print(f"micro {row['piece']:<52} reference {row['reference']:7.3f} ms  fast {row['fast']:7.3f} ms",
-                  flush=True)
-            extras.append(row)
-        if not args.no_records:
-            write_json(args.out / f"{spec.backbone}__micro.json", {"kind": "perf_micro", "rows": extras,
-                                                                  "spec": dataclasses.asdict(spec), "gpu": env["hardware"].get("gpu", "none"),
-                                                                  "environment": env})
+        rows = micro_benchmarks(spec)
+        for row in rows:
+            print(f"micro {row['piece']:<52} reference {row['reference']:7.3f} ms  "
+                  f"fast {row['fast']:7.3f} ms")
+        if out is not None:
+            write_json(out / f"{spec.backbone}__micro.json",
+                       {"kind": "perf_micro", "rows": rows, **provenance_fields})
     if args.features:
         comparison = compare_feature_cache(spec)
         print(f"linear probe, {comparison['epochs']} epochs: end to end {comparison['end_to_end_s']:.1f} s, "
               f"cached features {comparison['cached_s']:.1f} s ({comparison['speedup']:.1f}x)", flush=True)
-        if not args.no_records:
-            write_json(args.out / f"{spec.backbone}__linear_probe_feature_cache.json",
-                       {**comparison, "gpu": env["hardware"].get("gpu", "none"), "environment": env})
+        if out is not None:
+            write_json(out / f"{spec.backbone}__linear_probe_feature_cache.json",
+                       {**comparison, **provenance_fields})
     print(format_table(results), flush=True)
     return 0
 

@@ -58,7 +58,8 @@ class PackedGradAttention(Attention):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False) -> torch.Tensor:
-        if attn_mask is not None or is_causal or not self.fused_attn or getattr(self, "gate", None) is not None:
+        plain = attn_mask is None and not is_causal and self.fused_attn and getattr(self, "gate", None) is None
+        if not plain:
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim)

@@ -246,6 +246,11 @@ def test_perf_smoke_run_writes_one_record_per_setting_and_method(tmp_path, capsy
     assert data["params_trainable"] > 0 and data["step_ratio_to_full_ft"] > 0
     assert data["spec"]["batch_size"] == 2 and data["environment"]["torch"] == torch.__version__
     assert "| fast | st_adapter_12x384 |" in capsys.readouterr().out
+    assert perf.main(["--from-records", str(tmp_path)]) == 0  # the table again, from the records alone
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| plain") or line.startswith("| fast")]
+    assert len(rows) == 4 and rows[0].startswith("| plain | full_ft |")
+    assert perf.main(["--from-records", str(tmp_path / "empty")]) == 2
 
 
 def test_perf_rejects_unknown_method_and_setting(capsys):
