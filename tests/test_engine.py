@@ -114,3 +114,17 @@ def test_record_is_complete(tmp_path, data_root):
     assert record.extra["effective_precision"] == "fp32" and record.git_commit
     assert (tmp_path / "work" / cfg.name / "run.log").read_text().count("epoch") >= 3
     assert not (tmp_path / "work" / cfg.name / "checkpoint.pt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision, half_frozen, expected", [("auto", False, "bf16"), ("fp16", True, "fp16")])
+def test_gpu_autocast_precisions(tmp_path, data_root, precision, half_frozen, expected):
+    """bf16 autocast by default on GPU; fp16 with a GradScaler and frozen weights in fp16 (the reference)."""
+    cfg = tiny_run(data_root, precision=precision, half_frozen=half_frozen)
+    record = execute_run(cfg, tmp_path, Execution(progress=False, keep_checkpoint=True, device="cuda"))
+    assert record.extra["effective_precision"] == expected
+    assert record.extra["peak_memory_kind"] == "cuda_max_allocated" and record.peak_memory_bytes > 0
+    weights = final_weights(tmp_path, cfg)
+    assert trained(weights) and all(v.dtype == torch.float32 for v in weights.values())  # trainable stay fp32
+    state = torch.load(tmp_path / "work" / cfg.name / "checkpoint.pt", weights_only=False)
+    assert ("scale" in state["scaler"]) == (precision == "fp16")  # the GradScaler only with fp16
