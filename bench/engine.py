@@ -16,7 +16,8 @@ import random
 import resource
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -259,19 +260,6 @@ def load_checkpoint(path: Path, config_hash: str) -> dict[str, Any] | None:
 StepCallback = Callable[[int], None]
 
 
-class _Stopwatch:
-    def __init__(self, elapsed: float = 0.0):
-        self.elapsed = elapsed
-        self._start: float | None = None
-
-    def __enter__(self):
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.elapsed += time.perf_counter() - self._start
-
-
 def _run_logger(path: Path, enabled: bool) -> tuple[logging.Logger, logging.Handler | None]:
     logger = logging.getLogger(f"bench.run.{path.parent.name}")
     logger.setLevel(logging.INFO)
@@ -314,6 +302,67 @@ def execute_run(cfg: RunConfig, results_dir: Path | str, execution: Execution = 
             handler.close()
 
 
+@dataclass
+class Progress:
+    """Where a run stands, carried by its checkpoint so a resumed run reports whole-run numbers."""
+
+    epoch: int = 0
+    train_time_s: float = 0.0
+    clips_seen: int = 0
+    broken: set = field(default_factory=set)  # ("train" | "val", sample index) of replaced videos
+    attempts: int = 1
+    earlier_wall_time_s: float = 0.0
+
+
+@dataclass
+class Optimisation:
+    """Everything a checkpoint must restore for the rest of the run to be identical."""
+
+    trainable: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def make(cls, model: nn.Module, cfg: RunConfig, steps_per_epoch: int, amp_dtype, device: torch.device):
+        recipe = cfg.recipe
+        trainable = model.trainable_named_parameters()
+        optimizer = make_optimizer(trainable, cfg.peak_lr, recipe.weight_decay, recipe.betas)
+        schedule = WarmupCosine(round(recipe.warmup_epochs * steps_per_epoch), recipe.epochs * steps_per_epoch)
+        return cls(trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+                   torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainable": {n: p.detach().cpu() for n, p in self.trainable},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = dict(self.trainable)
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+
+
+def _prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext, amp_dtype) -> tuple[nn.Module, Counts | None]:
+    """Build, count (before any casting, on rank 0), move, and hold frozen weights in half precision
+    if the recipe asks (trainable weights stay fp32 under autocast)."""
+    model = build_run_model(cfg, num_classes)
+    counts = count_model(model, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size) if ctx.is_main else None
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    model.to(ctx.device)
+    if cfg.recipe.half_frozen and amp_dtype is not None:
+        for param in model.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(amp_dtype)
+    return model, counts
+
+
 def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Execution, ctx: DistContext,
              logger: logging.Logger, started: float, step_callback: StepCallback | None) -> RunRecord:
     recipe, device = cfg.recipe, ctx.device
@@ -321,91 +370,66 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     seed_everything(cfg.seed)
     train_set = build_run_dataset(cfg, "train", train=True)
     val_set = build_run_dataset(cfg, "val", train=False)
-    model = build_run_model(cfg, train_set.num_classes)
-    counts = count_model(model, recipe.clip.num_frames, recipe.clip.input_size) if ctx.is_main else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    model.to(device)
     amp_dtype = autocast_dtype(recipe.precision, device)
-    if recipe.half_frozen and amp_dtype is not None:
-        for param in model.parameters():
-            if not param.requires_grad:
-                param.data = param.data.to(amp_dtype)
-    trainable = model.trainable_named_parameters()
-
+    model, counts = _prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
     steps_per_epoch = len(train_set) // recipe.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.dataset}: {len(train_set)} training clips is fewer than one global batch "
                          f"({recipe.batch_size}); lower --batch-size")
-    total_steps = steps_per_epoch * recipe.epochs
-    optimizer = make_optimizer(trainable, cfg.peak_lr, recipe.weight_decay, recipe.betas)
-    schedule = WarmupCosine(round(recipe.warmup_epochs * steps_per_epoch), total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    opt = Optimisation.make(model, cfg, steps_per_epoch, amp_dtype, device)
     ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
            if ctx.world_size > 1 else model)
 
     checkpoint_path = folder / CHECKPOINT_NAME
-    start_epoch, train_time, clips_seen, broken, attempts = 0, 0.0, 0, set(), 1
+    progress = Progress()
     state = load_checkpoint(checkpoint_path, cfg.hash())
     if state is not None:
-        params = dict(trainable)
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start_epoch, train_time, clips_seen = state["epoch"], state["train_time_s"], state["clips_seen"]
-        broken, attempts = set(state["broken"]), state["attempts"] + 1
-        started -= state["wall_time_s"]
-        logger.info("resumed from %s at epoch %d (attempt %d)", checkpoint_path, start_epoch, attempts)
+        opt.load_state_dict(state)
+        progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"])})
+        progress.attempts += 1
+        logger.info("resumed from %s at epoch %d (attempt %d)", checkpoint_path, progress.epoch, progress.attempts)
     logger.info("steps/epoch %d, global batch %d = %d ranks x %d accumulation x %d clips, peak lr %.3g",
                 steps_per_epoch, plan.global_batch, plan.world_size, plan.accumulation, plan.micro_batch,
                 cfg.peak_lr)
 
     loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
                        worker_init_fn=_worker_init_fn())
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=cfg.name[:60],
-               disable=not (ctx.is_main and execution.progress), dynamic_ncols=True, mininterval=1.0)
-    watch = _Stopwatch(train_time)
-    for epoch in range(start_epoch, recipe.epochs):
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=progress.epoch * steps_per_epoch,
+               desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress), dynamic_ncols=True,
+               mininterval=1.0)
+    for epoch in range(progress.epoch, recipe.epochs):
         _set_epoch(train_set, epoch)
         batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args)
-        with watch:
-            loss_sum, broken_epoch = _train_epoch(ddp, loader, optimizer, scheduler, scaler, plan, amp_dtype,
-                                                  device, bar, step_callback, epoch * steps_per_epoch)
-        clips_seen += steps_per_epoch * recipe.batch_size
-        broken |= {("train", i) for i in broken_epoch}
+        epoch_started = time.perf_counter()
+        loss_sum, broken = _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback,
+                                        epoch * steps_per_epoch)
+        progress.train_time_s += time.perf_counter() - epoch_started
+        progress.clips_seen += steps_per_epoch * recipe.batch_size
+        progress.broken |= {("train", i) for i in broken}
+        progress.epoch = epoch + 1
         mean_loss = _all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
-        logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far",
-                    epoch + 1, recipe.epochs, mean_loss, scheduler.get_last_lr()[0], watch.elapsed)
-        if ctx.is_main:
+        logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
+                    recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+        if ctx.is_main:  # a resumed attempt counts this one's time as earlier wall time
+            elapsed = progress.earlier_wall_time_s + time.perf_counter() - started
             save_checkpoint(checkpoint_path, {
-                "config_hash": cfg.hash(), "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                "trainable": {n: p.detach().cpu() for n, p in trainable},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(), "train_time_s": watch.elapsed,
-                "clips_seen": clips_seen, "broken": sorted(broken), "attempts": attempts,
-                "wall_time_s": time.perf_counter() - started,
-            })
+                "config_hash": cfg.hash(), "step": progress.epoch * steps_per_epoch, **opt.state_dict(),
+                "progress": {**dataclasses.asdict(progress), "earlier_wall_time_s": elapsed}})
     bar.close()
 
     metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
-    broken = _all_union(broken | {("val", i) for i in broken_val}, ctx)
+    broken = _all_union(progress.broken | {("val", i) for i in broken_val}, ctx)
     memory, memory_kind = peak_memory_bytes(device)
-    memory = int(_all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item()) \
-        if ctx.world_size > 1 else memory
+    if ctx.world_size > 1:
+        memory = int(_all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
     logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
     if not ctx.is_main:
         return None
-    record = _make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken,
-                          wall_time=time.perf_counter() - started, train_time=watch.elapsed,
-                          clips_seen=clips_seen, memory=memory, memory_kind=memory_kind,
-                          attempts=attempts, steps_per_epoch=steps_per_epoch)
+    record = _make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken, progress,
+                          wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
+                          memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch)
     path = write_record(results_dir, record)
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
@@ -426,14 +450,14 @@ def _set_epoch(dataset, epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
-def _train_epoch(model, loader, optimizer, scheduler, scaler, plan: StepPlan, amp_dtype, device: torch.device,
+def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
                  bar, step_callback: StepCallback | None, first_step: int) -> tuple[float, set[int]]:
     """One epoch; returns this rank's summed step losses and the indices of replaced (broken) samples."""
     model.train()
     loss_sum, broken, step = 0.0, set(), first_step
     micro_batches = iter(loader)
     for _ in range(len(loader) // plan.accumulation):
-        optimizer.zero_grad(set_to_none=True)
+        opt.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for micro in range(plan.accumulation):
             batch = next(micro_batches)
@@ -443,11 +467,11 @@ def _train_epoch(model, loader, optimizer, scheduler, scaler, plan: StepPlan, am
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = model(batch["video"].to(device, non_blocking=True))
                     loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
-                scaler.scale(loss).backward()
+                opt.scaler.scale(loss).backward()
             step_loss += loss.item()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
         step += 1
         loss_sum += step_loss
         bar.update(1)
@@ -508,9 +532,8 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
 
 
 def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
-                 amp_dtype, ctx: DistContext, broken: set, *, wall_time: float, train_time: float,
-                 clips_seen: int, memory: int, memory_kind: str, attempts: int,
-                 steps_per_epoch: int) -> RunRecord:
+                 amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
+                 memory: int, memory_kind: str, steps_per_epoch: int) -> RunRecord:
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -520,7 +543,7 @@ def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_s
         params_trainable=counts.params_trainable, params_total=counts.params_total,
         gflops_per_view=counts.gflops_per_view, views=cfg.recipe.clip.views,
         wall_time_s=round(wall_time, 3),
-        throughput_clips_per_s=round(clips_seen / train_time, 3) if train_time > 0 else 0.0,
+        throughput_clips_per_s=round(progress.clips_seen / progress.train_time_s, 3) if progress.train_time_s else 0.0,
         peak_memory_bytes=memory, broken_videos=len(broken),
         git_commit=commit, git_dirty=dirty, packages=provenance.package_versions(),
         hardware=provenance.hardware(ctx.device, ctx.world_size),
@@ -530,8 +553,8 @@ def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_s
             "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
-            "val_list_sha256": _list_digest(val_set), "train_time_s": round(train_time, 3),
-            "peak_memory_kind": memory_kind, "attempts": attempts,
+            "val_list_sha256": _list_digest(val_set), "train_time_s": round(progress.train_time_s, 3),
+            "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops,
         },
     )
