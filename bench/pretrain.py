@@ -46,13 +46,13 @@ register_backbone(SYNTH_VIT)
 class PretrainConfig:
     """Everything that determines the pre-trained weights (and so their cache key).
 
-    Fresh images beat repeated epochs for a ViT trained from scratch: 8k images x 20 epochs and
-    24k x 4 reach the same held-out accuracy (about 50% on 30 shape x colour classes), the latter
-    without over-fitting and in three fifths of the steps.
+    Fresh images beat repeated epochs for a ViT trained from scratch (measured, held-out top-1 on the
+    30 shape x colour classes): 8k images x 20 epochs 52% (over-fitting), 24k x 4 49%, 48k x 4 65%.
+    The 48k backbone lifts every method on the synthetic tasks (appearance ~45% -> ~63% top-1).
     """
 
     backbone: BackboneConfig = SYNTH_VIT
-    images: int = 24000
+    images: int = 48000
     position_grid: int = 1  # >1 adds the coarse position to the label
     epochs: int = 4
     warmup_epochs: int = 1
@@ -126,7 +126,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> tuple[StillsClassifier,
     from bench.engine import WarmupCosine, make_optimizer, seed_everything
     seed_everything(cfg.seed)
     stills = make_stills(cfg.images, size=cfg.backbone.img_size, seed=cfg.seed, position_grid=cfg.position_grid)
-    held_out = max(1, cfg.images // 10)
+    held_out = max(1, min(2000, cfg.images // 10))
     images, labels = normalise(stills.images), torch.from_numpy(stills.labels)
     train_x, train_y, test_x, test_y = images[held_out:], labels[held_out:], images[:held_out], labels[:held_out]
     model = StillsClassifier(cfg.backbone, len(stills.class_names))
