@@ -137,6 +137,12 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=generator)
 
 
+def loader_generator(seed: int, epoch: int) -> torch.Generator:
+    """Seeds the loader's workers from (seed, epoch) alone, and keeps creating a loader from drawing
+    on the global RNG (which dropout uses)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7_919)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """How a global batch is split: over ranks, then into gradient-accumulation micro-batches."""
@@ -401,7 +407,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     for epoch in range(progress.epoch, recipe.epochs):
         _set_epoch(train_set, epoch)
         batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args,
+                                             generator=loader_generator(cfg.seed, epoch))
         epoch_started = time.perf_counter()
         loss_sum, broken = _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback,
                                         epoch * steps_per_epoch)
@@ -502,7 +509,8 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
     batch_videos = max(1, batch_clips // views)
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
     batches = [mine[i:i + batch_videos] for i in range(0, len(mine), batch_videos)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_args)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_args,
+                                         generator=loader_generator(0, -1))
     num_classes = dataset.num_classes
     correct1 = torch.zeros(num_classes, dtype=torch.float64)
     correct5 = torch.zeros(num_classes, dtype=torch.float64)

@@ -128,3 +128,13 @@ def test_gpu_autocast_precisions(tmp_path, data_root, precision, half_frozen, ex
     assert trained(weights) and all(v.dtype == torch.float32 for v in weights.values())  # trainable stay fp32
     state = torch.load(tmp_path / "work" / cfg.name / "checkpoint.pt", weights_only=False)
     assert ("scale" in state["scaler"]) == (precision == "fp16")  # the GradScaler only with fp16
+
+
+def test_data_loading_workers_do_not_change_the_result(tmp_path, data_root):
+    """Augmentation draws depend on (seed, epoch, sample) only, not on which process decodes."""
+    cfg = tiny_run(data_root)
+    inline = execute_run(cfg, tmp_path / "inline", Execution(progress=False, keep_checkpoint=True))
+    workers = execute_run(cfg, tmp_path / "workers", Execution(progress=False, keep_checkpoint=True, num_workers=2))
+    assert same_metrics(inline, workers)
+    w_a, w_b = final_weights(tmp_path / "inline", cfg), final_weights(tmp_path / "workers", cfg)
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
