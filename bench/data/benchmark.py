@@ -97,7 +97,10 @@ class DecodeAllDataset(VideoDataset):
 
 def clips_per_second(dataset: VideoDataset, workers: int, batch_size: int) -> float:
     """Throughput after the first batch (worker start-up excluded) over one pass of the dataset."""
-    loader = build_loader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    # This process decoded with PyAV/decord threads already (the CPU measurement): fork could inherit
+    # a held FFmpeg lock (seen: decode-all workers hung forever on a 16-core machine).
+    loader = build_loader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
+                          multiprocessing_context="forkserver")
     batches = iter(loader)
     next(batches)
     start, clips = time.perf_counter(), 0

@@ -121,9 +121,15 @@ def worker_init_fn(worker_id: int) -> None:
 
 
 def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-    """The suite's DataLoader: seeded shuffling, seeded workers, persistent workers when there are any."""
+                 drop_last: bool = False, pin_memory: bool = False,
+                 multiprocessing_context: str | None = None) -> DataLoader:
+    """The suite's DataLoader: seeded shuffling, seeded workers, persistent workers when there are any.
+
+    ``multiprocessing_context="forkserver"`` starts workers from a clean process: needed when this
+    process has already run FFmpeg's threaded decoders (a forked child can inherit a held lock).
+    """
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=worker_init_fn,
                       drop_last=drop_last, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
