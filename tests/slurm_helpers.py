@@ -48,7 +48,7 @@ def find_cluster() -> TestCluster | str:
     if ping.returncode != 0 or " is UP" not in ping.stdout:
         return f"slurmctld is not up ({(ping.stdout + ping.stderr).strip()}); {START_HINT}"
     fields = node_line.split()
-    if len(fields) != 5 or fields[4] not in ("idle", "mixed", "allocated"):
+    if len(fields) != 5 or fields[4] not in ("idle", "mixed", "allocated", "completing"):
         return f"the test cluster's node is not usable (sinfo: {node_line!r}); {START_HINT}"
     gpus = re.search(r"gpu:(\d+)", fields[3])
     return TestCluster(node=fields[0], partition=fields[1].rstrip("*"), cpus=int(fields[2]),
