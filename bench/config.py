@@ -155,8 +155,8 @@ SSV2 = RecipeConfig(
 # the motion task (whose time-reversed pairs only temporal modules can tell apart) needs four times
 # more. Values chosen by measurement on the synthetic tasks (see README, "the embedded default"):
 # - base lr 0.1 per 256 clips (peak 0.0125 at batch 32): ST-Adapter's zero-initialised temporal conv
-#   learns the motion pairs within 16 epochs at this lr (59% top-1, one seed, in the sweep on an
-#   earlier 24k-stills backbone) but not at 0.05 (59% needed 0.1; 0.05 gave 44% at 12 epochs) or 0.03 (37%);
+#   needs a high lr to learn the motion pairs in 16 epochs (sweep on an earlier 24k-stills backbone,
+#   one seed: lr 0.1 -> 63% top-1, 0.05 -> 59%, 0.03 -> 37%);
 # - temporal_attention trains copies of the pre-trained attention weights and stays at chance at
 #   >= 0.05 (same sweep; 0.015-0.04 all gave 29-34%), so it gets 0.03, as full_ft (which trains the
 #   originals) gets 0.01;
