@@ -32,6 +32,7 @@ from bench import provenance
 from bench.config import RANDOM_WEIGHTS, RunConfig
 from bench.counting import Counts, count_model
 from bench.records import RunRecord, write_record
+from methods import fast
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,8 @@ def make_optimizer(named: list[tuple[str, nn.Parameter]], lr: float, weight_deca
     decay = [p for n, p in named if not n.endswith("bias")]
     no_decay = [p for n, p in named if n.endswith("bias")]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+    fused = all(p.is_cuda for p in decay + no_decay)  # one kernel for every parameter on GPU
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=fused or None)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -355,17 +357,19 @@ class Optimisation:
 
 
 def _prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext, amp_dtype) -> tuple[nn.Module, Counts | None]:
-    """Build, count (before any casting, on rank 0), move, and hold frozen weights in half precision
-    if the recipe asks (trainable weights stay fp32 under autocast)."""
+    """Build, count (before any change, on rank 0), move, and on GPU apply the function-preserving fast
+    paths of ``methods.fast`` (results/perf/NOTES.md measures each); hold frozen weights in half
+    precision if the recipe asks (trainable weights stay fp32 under autocast)."""
     model = build_run_model(cfg, num_classes)
     counts = count_model(model, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size) if ctx.is_main else None
+    model.to(ctx.device)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    model.to(ctx.device)
+        fast.fuse_activations(model)
+        fast.pack_attention_grads(model)
+        fast.patch_embed_as_matmul(model)
     if cfg.recipe.half_frozen and amp_dtype is not None:
-        for param in model.parameters():
-            if not param.requires_grad:
-                param.data = param.data.to(amp_dtype)
+        fast.hold_frozen_in(model, amp_dtype)
     return model, counts
 
 
