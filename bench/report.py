@@ -55,6 +55,11 @@ class ReportError(ValueError):
     """Input that the report cannot summarise honestly: inconsistent runs, a bad reference file."""
 
 
+def _seed_std(values: list[float]) -> float | None:
+    """Sample standard deviation over seeds; undefined (None) for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
 @dataclass(frozen=True)
 class MethodSummary:
     """All seeds of one (dataset, backbone, recipe, method) configuration."""
@@ -88,7 +93,7 @@ class MethodSummary:
 
     @property
     def top1_std(self) -> float | None:
-        return statistics.stdev(self.top1) if self.n > 1 else None
+        return _seed_std(self.top1)
 
     @property
     def top5_mean(self) -> float:
@@ -96,7 +101,7 @@ class MethodSummary:
 
     @property
     def top5_std(self) -> float | None:
-        return statistics.stdev(self.top5) if self.n > 1 else None
+        return _seed_std(self.top5)
 
     @property
     def params_percent(self) -> float | None:

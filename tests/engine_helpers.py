@@ -40,3 +40,14 @@ def same_metrics(a, b) -> bool:
 def trained(weights: dict[str, torch.Tensor]) -> bool:
     """ST-Adapter's conv starts at zero: clearly non-zero taps mean the steps really moved the weights."""
     return max(v.abs().max().item() for k, v in weights.items() if ".conv." in k) > 1e-3
+
+
+def assert_ddp_matches_single(cfg: RunConfig, single, two_dir: Path, one_dir: Path) -> None:
+    """A 2-process run with micro-batch 4 equals the 1-process run: metrics exactly, weights to 1e-5."""
+    from bench.records import load_records
+    [ddp] = load_records(two_dir)
+    assert ddp.extra["world_size"] == 2 and ddp.extra["micro_batch"] == 4
+    assert same_metrics(single, ddp)
+    w_one, w_two = final_weights(one_dir, cfg), final_weights(two_dir, cfg)
+    assert trained(w_one)
+    assert all(torch.allclose(w_one[k], w_two[k], atol=1e-5) for k in w_one)

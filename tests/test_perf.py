@@ -104,6 +104,14 @@ def test_add_to_patch_rows_equals_slice_and_cat(dtypes):
     assert not got[2][:, 0].any()
 
 
+def assert_same_outputs_and_grads(got, expected) -> None:
+    """Equal logits and equal gradients of the same parameters, in float64 (function unchanged)."""
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-10)
+    assert got[1].keys() == expected[1].keys() and got[1]
+    for name in got[1]:
+        torch.testing.assert_close(got[1][name], expected[1][name], rtol=0, atol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("method,options", [
     ("st_adapter", {}), ("st_adapter", {"preset": "12x384", "width": 16}),
     ("adapter", {"width": 16}), ("adapter", {"width": 16, "kernel_size": 1}),
@@ -114,10 +122,7 @@ def test_adapter_fast_path_equals_reference_path(method, options):
     fast = outputs_and_grads(model, video)
     with reference_paths():
         reference = outputs_and_grads(model, video)
-    torch.testing.assert_close(fast[0], reference[0], rtol=0, atol=1e-10)
-    assert fast[1].keys() == reference[1].keys() and fast[1]
-    for name in fast[1]:
-        torch.testing.assert_close(fast[1][name], reference[1][name], rtol=0, atol=1e-10, msg=name)
+    assert_same_outputs_and_grads(fast, reference)
 
 
 @pytest.mark.parametrize("method", ["full_ft", "st_adapter", "partial_ft"])
@@ -133,9 +138,7 @@ def test_fused_activations_and_recomputed_mlps_keep_outputs_gradients_and_keys(m
     assert sum(isinstance(m, RecomputedMLP) for m in model.modules()) == frozen_blocks
     assert not any(type(m) is QuickGELU for m in model.modules()) and list(model.state_dict()) == keys
     after = outputs_and_grads(model, video)
-    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-10)
-    for name in before[1]:
-        torch.testing.assert_close(after[1][name], before[1][name], rtol=0, atol=1e-10, msg=name)
+    assert_same_outputs_and_grads(after, before)
 
 
 @pytest.mark.parametrize("method", ["full_ft", "st_adapter", "temporal_attention"])
@@ -149,10 +152,7 @@ def test_packed_attention_and_matmul_patch_embed_keep_outputs_gradients_and_keys
     assert isinstance(model.encoder.blocks[0].attn, PackedGradAttention)
     assert isinstance(model.encoder.patch_embed, MatmulPatchEmbed) and list(model.state_dict()) == keys
     after = outputs_and_grads(model, video)
-    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-10)
-    assert after[1].keys() == before[1].keys()
-    for name in before[1]:
-        torch.testing.assert_close(after[1][name], before[1][name], rtol=0, atol=1e-10, msg=name)
+    assert_same_outputs_and_grads(after, before)
 
 
 def test_packed_attention_backward_has_no_concatenation():

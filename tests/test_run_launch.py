@@ -6,12 +6,11 @@ import sys
 import cloudpickle
 import pytest
 import submitit
-import torch
 
 from bench.engine import Execution, execute_run
 from bench.launch import LaunchOptions, launch
 from bench.records import find_record, load_records, write_record
-from tests.engine_helpers import final_weights, same_metrics, tiny_run, trained
+from tests.engine_helpers import assert_ddp_matches_single, tiny_run
 from tests.record_factory import make_record
 
 pytestmark = pytest.mark.slow
@@ -69,9 +68,4 @@ def test_two_process_ddp_matches_one_process(tmp_path, data_root):
     reports = launch([cfg], tmp_path / "two", execution,
                      LaunchOptions(executor="local", tasks_per_job=2, poll_s=0.2))
     assert reports[0].ok, reports[0].error
-    [ddp] = load_records(tmp_path / "two")
-    assert ddp.extra["world_size"] == 2 and ddp.extra["micro_batch"] == 4
-    assert same_metrics(single, ddp)
-    w_one, w_two = final_weights(tmp_path / "one", cfg), final_weights(tmp_path / "two", cfg)
-    assert trained(w_one)
-    assert all(torch.allclose(w_one[k], w_two[k], atol=1e-5) for k in w_one)
+    assert_ddp_matches_single(cfg, single, tmp_path / "two", tmp_path / "one")

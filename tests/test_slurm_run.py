@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from bench.engine import CHECKPOINT_NAME, Execution, execute_run, work_dir
@@ -21,7 +20,7 @@ from bench.records import find_record, load_records
 from bench.run import build_parser, launch_options
 from bench.slurm_profile import PROFILES_DIR
 from slurm_helpers import slurm_cluster  # noqa: F401
-from tests.engine_helpers import final_weights, same_metrics, tiny_run, trained
+from tests.engine_helpers import assert_ddp_matches_single, tiny_run
 from tests.test_run_launch import data_root  # noqa: F401  (the tiny synthetic world, generated once)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -46,12 +45,7 @@ def test_two_task_job_runs_ddp_and_matches_one_process(slurm_cluster, tmp_path, 
     single = execute_run(cfg, tmp_path / "one", execution)
     [report] = launch([cfg], tmp_path / "two", execution, options)
     assert report.ok, f"{report.error}\njob log: {report.stderr}"
-    [ddp] = load_records(tmp_path / "two")
-    assert ddp.extra["world_size"] == 2 and ddp.extra["micro_batch"] == 4
-    assert same_metrics(single, ddp)
-    w_one, w_two = final_weights(tmp_path / "one", cfg), final_weights(tmp_path / "two", cfg)
-    assert trained(w_one)
-    assert all(torch.allclose(w_one[k], w_two[k], atol=1e-5) for k in w_one)
+    assert_ddp_matches_single(cfg, single, tmp_path / "two", tmp_path / "one")
 
 
 def test_failing_job_is_reported_with_its_log_and_the_others_finish(slurm_cluster, tmp_path, data_root,  # noqa: F811
