@@ -91,7 +91,7 @@ def init_distributed(execution: Execution) -> DistContext:
     return DistContext(rank, world_size, local_rank, device)
 
 
-def _all_reduce(tensor: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor:
+def all_reduce(tensor: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor:
     if ctx.world_size > 1:
         backend_device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
         moved = tensor.to(backend_device)
@@ -100,7 +100,7 @@ def _all_reduce(tensor: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor
     return tensor
 
 
-def _all_union(items: set, ctx: DistContext) -> set:
+def all_union(items: set, ctx: DistContext) -> set:
     if ctx.world_size == 1:
         return items
     gathered: list[Any] = [None] * ctx.world_size
@@ -356,7 +356,7 @@ class Optimisation:
         set_rng_state(state["rng"])
 
 
-def _prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext, amp_dtype) -> tuple[nn.Module, Counts | None]:
+def prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext, amp_dtype) -> tuple[nn.Module, Counts | None]:
     """Build, count (before any change, on rank 0), move, and on GPU apply the function-preserving fast
     paths of ``methods.fast`` (results/perf/NOTES.md measures each); hold frozen weights in half
     precision if the recipe asks (trainable weights stay fp32 under autocast)."""
@@ -381,7 +381,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     train_set = build_run_dataset(cfg, "train", train=True)
     val_set = build_run_dataset(cfg, "val", train=False)
     amp_dtype = autocast_dtype(recipe.precision, device)
-    model, counts = _prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
+    model, counts = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
     steps_per_epoch = len(train_set) // recipe.batch_size
     if steps_per_epoch == 0:
@@ -404,7 +404,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                 cfg.peak_lr)
 
     loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
-                       worker_init_fn=_worker_init_fn())
+                       worker_init_fn=loader_worker_init())
     bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=progress.epoch * steps_per_epoch,
                desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress), dynamic_ncols=True,
                mininterval=1.0)
@@ -420,7 +420,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         progress.clips_seen += steps_per_epoch * recipe.batch_size
         progress.broken |= {("train", i) for i in broken}
         progress.epoch = epoch + 1
-        mean_loss = _all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+        mean_loss = all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
         logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
                     recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
         if ctx.is_main:  # a resumed attempt counts this one's time as earlier wall time
@@ -431,14 +431,14 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     bar.close()
 
     metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
-    broken = _all_union(progress.broken | {("val", i) for i in broken_val}, ctx)
+    broken = all_union(progress.broken | {("val", i) for i in broken_val}, ctx)
     memory, memory_kind = peak_memory_bytes(device)
     if ctx.world_size > 1:
-        memory = int(_all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
+        memory = int(all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
     logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
     if not ctx.is_main:
         return None
-    record = _make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken, progress,
+    record = make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch)
     path = write_record(results_dir, record)
@@ -448,7 +448,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     return record
 
 
-def _worker_init_fn():
+def loader_worker_init():
     try:
         from bench.data import worker_init_fn
     except ImportError:
@@ -472,7 +472,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
         step_loss = 0.0
         for micro in range(plan.accumulation):
             batch = next(micro_batches)
-            broken.update(_replaced(batch))
+            broken.update(replaced_indices(batch))
             sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
             with (nullcontext() if sync else model.no_sync()):
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -494,7 +494,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
     return loss_sum, broken
 
 
-def _replaced(batch: dict) -> Iterator[int]:
+def replaced_indices(batch: dict) -> Iterator[int]:
     flags = batch.get("replaced")
     if flags is None:
         return iter(())
@@ -534,8 +534,8 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
         total.index_add_(0, labels, torch.ones(b, dtype=torch.float64))
         correct1.index_add_(0, labels, hit1.double())
         correct5.index_add_(0, labels, hit5.double())
-        broken.update(_replaced(batch))
-    stacked = _all_reduce(torch.stack([correct1, correct5, total]), ctx)
+        broken.update(replaced_indices(batch))
+    stacked = all_reduce(torch.stack([correct1, correct5, total]), ctx)
     correct1, correct5, total = stacked
     videos = total.sum().item()
     per_class = [round(100.0 * c / t, 4) if t > 0 else None for c, t in zip(correct1.tolist(), total.tolist())]
@@ -543,7 +543,7 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
             "per_class_top1": per_class, "videos": int(videos)}, broken
 
 
-def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
+def make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
                  memory: int, memory_kind: str, steps_per_epoch: int) -> RunRecord:
     commit, dirty = provenance.git_state()
@@ -565,14 +565,14 @@ def _make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_s
             "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
-            "val_list_sha256": _list_digest(val_set), "train_time_s": round(progress.train_time_s, 3),
+            "val_list_sha256": list_digest(val_set), "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops,
         },
     )
 
 
-def _list_digest(dataset) -> str | None:
+def list_digest(dataset) -> str | None:
     """Which validation copy was used (copies differ between labs; DESIGN.md §5)."""
     items = getattr(dataset, "source_list", None)
     if items is None:
