@@ -26,6 +26,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASET_RECIPES = {"k400": "k400", "ssv2": "ssv2", "synth_appearance": "synth", "synth_motion": "synth_motion"}
 
 
+class BenchInputError(ValueError):
+    """Bad command-line input: the message says what was wrong and how to fix it."""
+
+
 class ConfigError(ValueError):
     """A recipe or run option with an impossible value; the message names the field and the fix."""
 

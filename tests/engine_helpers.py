@@ -10,7 +10,8 @@ import torch
 from bench.config import SYNTH, RunConfig
 from bench.data.spec import ClipSpec
 from bench.data.synthetic import SynthConfig
-from bench.engine import CHECKPOINT_NAME, work_dir
+from bench.engine.checkpoint import CHECKPOINT_NAME
+from bench.engine.loop import work_dir
 
 TINY_WORLD = SynthConfig(frames=8, train_per_class=2, val_per_class=1)  # 20 train / 10 val clips
 # k400-style augmentation (random short side, crop, flip) so that the augmentation RNG is exercised.
@@ -44,7 +45,7 @@ def trained(weights: dict[str, torch.Tensor]) -> bool:
 
 def assert_ddp_matches_single(cfg: RunConfig, single, two_dir: Path, one_dir: Path) -> None:
     """A 2-process run with micro-batch 4 equals the 1-process run: metrics exactly, weights to 1e-5."""
-    from bench.records import load_records
+    from bench.store.records import load_records
     [ddp] = load_records(two_dir)
     assert ddp.extra["world_size"] == 2 and ddp.extra["micro_batch"] == 4
     assert same_metrics(single, ddp)

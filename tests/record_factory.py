@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bench.records import RunRecord, write_record
+from bench.store.records import RunRecord, write_record
 
 BACKBONE = "synth_vit"
 BACKBONE_PARAMS = 500_000

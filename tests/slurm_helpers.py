@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import submitit
 
-from bench.slurm_profile import load_profile
+from bench.launch.slurm_profile import load_profile
 
 SLURM_DIR = Path(os.environ.get("BENCH_SLURM_DIR", "/tmp/petl-slurm"))
 START_HINT = "start it with `sudo slurm/cluster/up.sh` (and stop it with slurm/cluster/down.sh)"

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bench import check, report
-from bench.records import RunRecord, load_records, write_record
 from record_factory import write_suite
+
+from bench import check
+from bench.gate.baselines import BASELINES_NAME, TOLERANCE_FLOOR, TOLERANCE_SIGMAS, load_baselines
+from bench.reporting.generate import generate
+from bench.store.records import RunRecord, load_records, write_record
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def committed_template(tmp_path_factory) -> Path:
     """A committed results directory as the repository would hold it: records, report, baselines."""
     folder = tmp_path_factory.mktemp("committed")
     write_suite(folder)
-    report.generate(folder)
+    generate(folder)
     assert check.main(["--results", str(folder), "--committed", str(folder), "--write-baselines"]) == 0
     return folder
 
@@ -56,15 +58,15 @@ def test_unchanged_results_pass(committed: Path, tmp_path: Path, capsys):
 
 def test_baselines_follow_the_documented_tolerance(committed: Path):
     records = load_records(committed)
-    for b in check.load_baselines(committed / check.BASELINES_NAME):
+    for b in load_baselines(committed / BASELINES_NAME):
         top1 = np.array([r.top1 for r in records if _is(r, b.method, b.dataset)])
         std = top1.std(ddof=1)
         assert b.n == 3 and b.top1_mean == pytest.approx(top1.mean(), abs=1e-4)
-        assert b.top1_tolerance == pytest.approx(max(check.TOLERANCE_SIGMAS * std, check.TOLERANCE_FLOOR), abs=1e-4)
+        assert b.top1_tolerance == pytest.approx(max(TOLERANCE_SIGMAS * std, TOLERANCE_FLOOR), abs=1e-4)
 
 
 def test_planted_accuracy_drop_fails(committed: Path, tmp_path: Path, capsys):
-    baseline = {b.key: b for b in check.load_baselines(committed / check.BASELINES_NAME)}
+    baseline = {b.key: b for b in load_baselines(committed / BASELINES_NAME)}
     tol = baseline[("st_adapter", "synth_motion", "synth_vit", "synth")].top1_tolerance
     drop = tol + 0.5
     fresh = _fresh(tmp_path, committed, lambda r: dataclasses.replace(r, top1=r.top1 - drop)
@@ -77,7 +79,7 @@ def test_planted_accuracy_drop_fails(committed: Path, tmp_path: Path, capsys):
 
 
 def test_drop_within_tolerance_passes_and_a_rise_only_warns(committed: Path, tmp_path: Path, capsys):
-    baselines = {b.key[:2]: b for b in check.load_baselines(committed / check.BASELINES_NAME)}
+    baselines = {b.key[:2]: b for b in load_baselines(committed / BASELINES_NAME)}
 
     def shift(r: RunRecord) -> RunRecord:
         tol = baselines[(r.method, r.dataset)].top1_tolerance
@@ -136,7 +138,7 @@ def test_edited_latex_stray_table_and_missing_plot_fail(committed: Path, capsys)
 
 
 def test_missing_baseline_warns_without_failing(committed: Path, tmp_path: Path, capsys):
-    baselines_file = committed / check.BASELINES_NAME
+    baselines_file = committed / BASELINES_NAME
     data = json.loads(baselines_file.read_text())
     data["baselines"] = [b for b in data["baselines"] if b["method"] != "st_adapter"]
     baselines_file.write_text(json.dumps(data))
@@ -156,7 +158,7 @@ def test_baseline_without_fresh_records_is_noted(committed: Path, tmp_path: Path
 
 
 def test_malformed_baselines_name_the_field(committed: Path, capsys):
-    baselines_file = committed / check.BASELINES_NAME
+    baselines_file = committed / BASELINES_NAME
     data = json.loads(baselines_file.read_text())
     data["baselines"][1]["params_trainable"] = "many"
     baselines_file.write_text(json.dumps(data))
@@ -166,7 +168,7 @@ def test_malformed_baselines_name_the_field(committed: Path, capsys):
 
 
 def test_missing_baselines_file_says_how_to_make_one(committed: Path, capsys):
-    (committed / check.BASELINES_NAME).unlink()
+    (committed / BASELINES_NAME).unlink()
     assert _gate(committed, committed) == 2
     assert "--write-baselines" in capsys.readouterr().err
 
@@ -174,4 +176,4 @@ def test_missing_baselines_file_says_how_to_make_one(committed: Path, capsys):
 def test_baselines_file_is_byte_stable(committed: Path, tmp_path: Path):
     out = tmp_path / "again.json"
     assert check.main(["--results", str(committed), "--baselines", str(out), "--write-baselines"]) == 0
-    assert out.read_bytes() == (committed / check.BASELINES_NAME).read_bytes()
+    assert out.read_bytes() == (committed / BASELINES_NAME).read_bytes()

@@ -6,8 +6,13 @@ import pytest
 from bench.data import ClipSpec, build_dataset
 from bench.data.decode import read_frames
 from bench.data.prepare import EncodeSettings, reencode
-from bench.data.sampling import (dense_test_indices, dense_train_indices, sample_indices, uniform_test_indices,
-                                 uniform_train_indices)
+from bench.data.sampling import (
+    dense_test_indices,
+    dense_train_indices,
+    sample_indices,
+    uniform_test_indices,
+    uniform_train_indices,
+)
 from bench.data.synthetic import write_video
 
 

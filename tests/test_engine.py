@@ -5,8 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench.engine import (Execution, StepPlan, WarmupCosine, execute_run, make_optimizer, train_batches)
-from bench.records import load_records
+from bench.engine.batching import StepPlan, train_batches
+from bench.engine.execution import Execution
+from bench.engine.loop import execute_run
+from bench.engine.optim import WarmupCosine, make_optimizer
+from bench.store.records import load_records
 from tests.engine_helpers import final_weights, same_metrics, tiny_run, trained
 
 

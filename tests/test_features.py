@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.features import (FeatureCache, FeatureCacheError, cached_linear_probe, evaluate_head,
-                            extract_features, pooled_features, train_head)
+from bench.engine.features import (
+    FeatureCache,
+    FeatureCacheError,
+    cached_linear_probe,
+    evaluate_head,
+    extract_features,
+    pooled_features,
+    train_head,
+)
 from methods import build_model
 
 CPU = torch.device("cpu")

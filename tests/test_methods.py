@@ -7,8 +7,16 @@ import torch
 from timm.layers import QuickGELU
 from torch import nn
 
-from methods import (BackboneError, MethodConfigError, UnknownMethodError, WeightsError, build_model,
-                     get_backbone_config, list_methods, make_method_config)
+from methods import (
+    BackboneError,
+    MethodConfigError,
+    UnknownMethodError,
+    WeightsError,
+    build_model,
+    get_backbone_config,
+    list_methods,
+    make_method_config,
+)
 from methods.temporal_conv import TemporalDepthwiseConv, temporal_depthwise_conv
 
 TINY = "vit_tiny_test"

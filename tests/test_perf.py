@@ -20,11 +20,22 @@ from timm.layers import QuickGELU
 from torch import nn
 
 from bench import perf
+from bench.timing.cases import CASES, SETTINGS, BenchSpec, Case
+from bench.timing.profiling import kernel_category
+from bench.timing.step import measure, randomise_zero_parameters
 from methods import build_model
 from methods.bottleneck import AddToPatchRows
-from methods.fast import (MatmulPatchEmbed, NativeLayerNorm, PackedGradAttention, RecomputedMLP,
-                          fuse_activations, hold_frozen_in, pack_attention_grads, patch_embed_as_matmul,
-                          recompute_frozen_mlps)
+from methods.fast import (
+    MatmulPatchEmbed,
+    NativeLayerNorm,
+    PackedGradAttention,
+    RecomputedMLP,
+    fuse_activations,
+    hold_frozen_in,
+    pack_attention_grads,
+    patch_embed_as_matmul,
+    recompute_frozen_mlps,
+)
 from methods.kernels import fast_paths, reference_paths
 from methods.kernels.quick_gelu import FusedQuickGELU, QuickGELUFunction
 from methods.temporal_conv import temporal_depthwise_conv
@@ -43,7 +54,7 @@ def tiny(method: str = "st_adapter", num_frames: int = 4, **options) -> nn.Modul
     options = {"width": 16, "positions": ("pre_attn", "pre_mlp"), **options} if method == "st_adapter" else options
     model = build_model(method, TINY, num_classes=5, num_frames=num_frames, random_init=True,
                         method_options=options)
-    perf.randomise_zero_parameters(model, torch.Generator().manual_seed(0), std=0.2)
+    randomise_zero_parameters(model, torch.Generator().manual_seed(0), std=0.2)
     model.head.dropout.p = 0.0  # deterministic outputs to compare
     return model
 
@@ -265,8 +276,8 @@ def test_every_perf_case_builds_with_its_design_parameter_count():
                 "st_adapter_12x384": 7_417_744, "st_adapter_24x384": 14_527_888,
                 "adapter_12x384": 7_399_312, "prompt_tuning_deep50": 768_400,
                 "temporal_attention": 35_767_696}
-    assert {c.label for c in perf.CASES} == set(expected)
-    for case in perf.CASES:
+    assert {c.label for c in CASES} == set(expected)
+    for case in CASES:
         with torch.device("meta"):
             model = build_model(case.method, "clip_vit_b16", 400, 8, random_init=True,
                                 method_options=dict(case.options))
@@ -274,10 +285,10 @@ def test_every_perf_case_builds_with_its_design_parameter_count():
 
 
 def test_kernel_categories():
-    assert perf.kernel_category("void pytorch_flash::flash_fwd_kernel<...>") == "attention (flash/SDPA)"
-    assert perf.kernel_category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n") == "matmul (cuBLAS/CUTLASS)"
-    assert perf.kernel_category("_conv_bwd_kernel") == "triton: temporal conv"
-    assert perf.kernel_category("void at::native::vectorized_elementwise_kernel<4, ...>") == "elementwise"
+    assert kernel_category("void pytorch_flash::flash_fwd_kernel<...>") == "attention (flash/SDPA)"
+    assert kernel_category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n") == "matmul (cuBLAS/CUTLASS)"
+    assert kernel_category("_conv_bwd_kernel") == "triton: temporal conv"
+    assert kernel_category("void at::native::vectorized_elementwise_kernel<4, ...>") == "elementwise"
 
 
 # -- GPU --------------------------------------------------------------------------------------------
@@ -341,7 +352,7 @@ def test_gpu_fast_st_adapter_model_matches_reference_path(preset):
     with torch.device("cuda"):
         model = build_model("st_adapter", "clip_vit_b16", 400, 8, random_init=True,
                             method_options={"preset": preset})
-    perf.randomise_zero_parameters(model, torch.Generator().manual_seed(1))
+    randomise_zero_parameters(model, torch.Generator().manual_seed(1))
     model.head.dropout.p = 0.0
     video = torch.randn(2, 3, 8, 224, 224, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
     with torch.no_grad():
@@ -371,7 +382,7 @@ def test_gpu_fast_st_adapter_model_matches_reference_path(preset):
 
 @pytest.mark.gpu
 def test_gpu_perf_measures_a_step():
-    spec = perf.BenchSpec(batch_size=2, warmup_steps=2, timed_steps=3, eval_steps=2)
-    m = perf.measure(perf.Case("st_adapter_12x384", "st_adapter", {"preset": "12x384"}),
-                     perf.SETTINGS["fast"], spec)
+    spec = BenchSpec(batch_size=2, warmup_steps=2, timed_steps=3, eval_steps=2)
+    m = measure(Case("st_adapter_12x384", "st_adapter", {"preset": "12x384"}),
+                     SETTINGS["fast"], spec)
     assert m.step_ms > 0 and m.peak_memory_bytes > m.static_memory_bytes > 0

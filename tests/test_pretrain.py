@@ -3,7 +3,7 @@ import dataclasses
 import subprocess
 import sys
 
-from bench.pretrain import DEFAULT, PretrainConfig, ensure_pretrained, pretrain_dir
+from bench.engine.pretrain import DEFAULT, PretrainConfig, ensure_pretrained, pretrain_dir
 from methods import BackboneConfig, build_model
 
 TINY = PretrainConfig(backbone=BackboneConfig("pretrain_test_vit", img_size=32, patch_size=8, width=32, depth=1,

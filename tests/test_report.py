@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from record_factory import make_record, write_suite
 
 from bench import report
-from bench.records import RecordError, load_records, write_record
-from record_factory import make_record, write_suite
+from bench.reporting.generate import generate
+from bench.reporting.layout import DEFAULT_REFERENCE
+from bench.reporting.plots import figure_size_px, write_plots
+from bench.reporting.reference import load_reference
+from bench.reporting.summary import ReportError, summarize
+from bench.store.records import RecordError, load_records, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +41,7 @@ def test_malformed_record_is_an_error_naming_file_and_field(suite: Path, capsys)
     del data["params_total"]
     victim.write_text(json.dumps(data))
     with pytest.raises(RecordError) as excinfo:
-        report.generate(suite, plots=False)
+        generate(suite, plots=False)
     assert excinfo.value.path == victim and excinfo.value.field == "params_total"
 
     assert report.main(["--results", str(suite), "--no-plots"]) == 2
@@ -49,13 +54,13 @@ def test_method_options_of_the_wrong_type_name_the_field(tmp_path: Path):
     record = make_record("st_adapter", "synth_motion", 0, 50.0)
     write_record(tmp_path, dataclasses.replace(record, config={"method_options": "24x384"}))
     with pytest.raises(RecordError) as excinfo:
-        report.summarize(load_records(tmp_path), tmp_path)
+        summarize(load_records(tmp_path), tmp_path)
     assert excinfo.value.field == "config.method_options" and record.file_name in str(excinfo.value)
 
 
 def test_summary_statistics_come_from_the_seeds(suite: Path):
     records = load_records(suite)
-    summaries = report.summarize(records, suite)
+    summaries = summarize(records, suite)
     assert len(summaries) == 6  # 3 methods x 2 datasets
     for s in summaries:
         mine = [r for r in records if (r.method, r.dataset) == (s.method, s.dataset)]
@@ -71,7 +76,7 @@ def test_summary_statistics_come_from_the_seeds(suite: Path):
 
 
 def test_csv_holds_the_summary_numbers(suite: Path):
-    report.generate(suite, plots=False)
+    generate(suite, plots=False)
     records = load_records(suite)
     with (suite / "tables" / "synth_motion__synth_vit__synth.csv").open() as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
@@ -83,25 +88,25 @@ def test_csv_holds_the_summary_numbers(suite: Path):
 
 
 def test_tables_are_byte_stable(suite: Path, tmp_path: Path):
-    first = report.generate(suite, tmp_path / "a", plots=False)
-    report.generate(suite, tmp_path / "b", plots=False)
+    first = generate(suite, tmp_path / "a", plots=False)
+    generate(suite, tmp_path / "b", plots=False)
     a, b = _read_all(tmp_path / "a"), _read_all(tmp_path / "b")
     assert a == b and len(first) == len(a) >= 6
     # the order in which runs were written does not matter either
     shuffled = tmp_path / "shuffled"
     for record in reversed(load_records(suite)):
         write_record(shuffled, record)
-    report.generate(shuffled, tmp_path / "c", plots=False)
+    generate(shuffled, tmp_path / "c", plots=False)
     assert _read_all(tmp_path / "c") == a
 
 
 def test_reported_rows_sit_beside_their_dataset_only(suite: Path):
     write_record(suite, make_record("st_adapter", "k400", 0, 80.0, backbone="clip_vit_b16",
                                     recipe="k400", throughput=210.5, peak_memory=3 * 2**30))
-    report.generate(suite, plots=False)
+    generate(suite, plots=False)
     readme = (suite / "README.md").read_text()
     k400, synth = readme.split("## synth_appearance", 1)
-    reported = report.load_reference(report.DEFAULT_REFERENCE)
+    reported = load_reference(DEFAULT_REFERENCE)
     for row in reported:
         if row.dataset == "k400":
             assert f"{row.method} (reported)" in k400 and row.reference in k400
@@ -120,36 +125,36 @@ def test_reported_rows_sit_beside_their_dataset_only(suite: Path):
 def test_options_make_their_own_row_and_a_repeated_seed_is_an_error(suite: Path):
     write_record(suite, make_record("st_adapter", "synth_motion", 0, 85.0, added=80_000,
                                     method_options={"preset": "24x384"}))
-    methods = [s.method for s in report.summarize(load_records(suite), suite) if s.dataset == "synth_motion"]
+    methods = [s.method for s in summarize(load_records(suite), suite) if s.dataset == "synth_motion"]
     assert "st_adapter[preset=24x384]" in methods and "st_adapter" in methods
 
     duplicate = dataclasses.replace(make_record("linear_probe", "synth_motion", 0, 33.0),
                                     config_hash="feedfacecafe")
     write_record(suite, duplicate)
-    with pytest.raises(report.ReportError, match="both seed 0") as excinfo:
-        report.summarize(load_records(suite), suite)
+    with pytest.raises(ReportError, match="both seed 0") as excinfo:
+        summarize(load_records(suite), suite)
     assert duplicate.file_name in str(excinfo.value)
 
 
 def test_seeds_that_disagree_on_parameters_are_an_error(suite: Path):
     stale = make_record("st_adapter", "synth_motion", 1, 80.0, added=39_000)
     write_record(suite, stale)
-    with pytest.raises(report.ReportError, match="params_trainable") as excinfo:
-        report.summarize(load_records(suite), suite)
+    with pytest.raises(ReportError, match="params_trainable") as excinfo:
+        summarize(load_records(suite), suite)
     assert stale.file_name in str(excinfo.value)
 
 
 def test_bad_reference_file_names_line_and_column(tmp_path: Path):
     bad = tmp_path / "published.csv"
-    text = report.DEFAULT_REFERENCE.read_text().splitlines()
+    text = DEFAULT_REFERENCE.read_text().splitlines()
     text[3] = text[3].replace("66.9", "sixty-six")
     bad.write_text("\n".join(text) + "\n")
-    with pytest.raises(report.ReportError, match=r"published.csv:4: column 'top1'"):
-        report.load_reference(bad)
+    with pytest.raises(ReportError, match=r"published.csv:4: column 'top1'"):
+        load_reference(bad)
 
 
 def test_published_numbers_carry_a_source(tmp_path: Path):
-    rows = report.load_reference(report.DEFAULT_REFERENCE)
+    rows = load_reference(DEFAULT_REFERENCE)
     assert rows
     for r in rows:
         assert r.source in ("paper", "code")
@@ -158,15 +163,15 @@ def test_published_numbers_carry_a_source(tmp_path: Path):
 
 def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
     write_record(suite, make_record("st_adapter", "k400", 0, 80.0, backbone="clip_vit_b16", recipe="k400"))
-    summaries = report.summarize(load_records(suite), suite)
-    reported = report.load_reference(report.DEFAULT_REFERENCE)
-    paths = report.write_plots(summaries, reported, tmp_path / "a")
+    summaries = summarize(load_records(suite), suite)
+    reported = load_reference(DEFAULT_REFERENCE)
+    paths = write_plots(summaries, reported, tmp_path / "a")
     assert sorted(p.name for p in paths) == ["accuracy_vs_params.pdf", "accuracy_vs_params.png",
                                              "datasets_by_method.pdf", "datasets_by_method.png"]
     n_groups = len({s.group for s in summaries})
     n_backbones = len({s.backbone for s in summaries})
-    expected = {"accuracy_vs_params": report.figure_size_px(n_groups),
-                "datasets_by_method": report.figure_size_px(n_backbones)}
+    expected = {"accuracy_vs_params": figure_size_px(n_groups),
+                "datasets_by_method": figure_size_px(n_backbones)}
     for path in paths:
         assert path.stat().st_size > 5_000
         if path.suffix == ".png":
@@ -176,12 +181,12 @@ def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
         else:
             assert path.read_bytes().startswith(b"%PDF")
     # no timestamps or version stamps: the same records draw the same bytes
-    report.write_plots(summaries, reported, tmp_path / "b")
+    write_plots(summaries, reported, tmp_path / "b")
     assert _read_all(tmp_path / "a") == _read_all(tmp_path / "b")
 
 
 def test_no_records_gives_the_reported_section_and_no_plots(tmp_path: Path):
-    paths = report.generate(tmp_path)
+    paths = generate(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "No run records yet" in readme and "## Reported numbers" in readme
     assert not (tmp_path / "plots").exists()

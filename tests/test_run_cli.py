@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from bench.records import load_records
 from bench.run import main
+from bench.store.records import load_records
 
 
 @pytest.fixture

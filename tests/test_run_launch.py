@@ -7,9 +7,10 @@ import cloudpickle
 import pytest
 import submitit
 
-from bench.engine import Execution, execute_run
-from bench.launch import LaunchOptions, launch
-from bench.records import find_record, load_records, write_record
+from bench.engine.execution import Execution
+from bench.engine.loop import execute_run
+from bench.launch.submit import LaunchOptions, launch
+from bench.store.records import find_record, load_records, write_record
 from tests.engine_helpers import assert_ddp_matches_single, tiny_run
 from tests.record_factory import make_record
 

@@ -6,12 +6,14 @@ Skipped (with the reason) when the cluster is not up.
 import time
 
 import pytest
-
-from bench.engine import CHECKPOINT_NAME, Execution, work_dir
-from bench.launch import RunJob
-from bench.records import find_record, load_record, load_records
-from bench.run import main
 from slurm_helpers import slurm_cluster, slurm_executor  # noqa: F401
+
+from bench.engine.checkpoint import CHECKPOINT_NAME
+from bench.engine.execution import Execution
+from bench.engine.loop import work_dir
+from bench.launch.submit import RunJob
+from bench.run import main
+from bench.store.records import find_record, load_record, load_records
 from tests.engine_helpers import tiny_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from submitit.core.utils import FailedJobError, UncompletedJobError
-
 from slurm_helpers import slurm_cluster, slurm_executor, wait_done, wait_for_state  # noqa: F401
+from submitit.core.utils import FailedJobError, UncompletedJobError
 
 pytestmark = pytest.mark.slurm
 

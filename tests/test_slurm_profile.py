@@ -5,7 +5,7 @@ import pytest
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from bench.slurm_profile import ProfileError, SlurmProfile, available_profiles, load_profile
+from bench.launch.slurm_profile import ProfileError, SlurmProfile, available_profiles, load_profile
 
 FULL_PROFILE = """\
 partition: gpu

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from bench.engine import CHECKPOINT_NAME, Execution, execute_run, work_dir
-from bench.launch import JobReport, LaunchOptions, launch
-from bench.records import find_record, load_records
-from bench.run import build_parser, launch_options
-from bench.slurm_profile import PROFILES_DIR
 from slurm_helpers import slurm_cluster  # noqa: F401
+
+from bench.engine.checkpoint import CHECKPOINT_NAME
+from bench.engine.execution import Execution
+from bench.engine.loop import execute_run, work_dir
+from bench.launch.options import launch_options
+from bench.launch.slurm_profile import PROFILES_DIR
+from bench.launch.submit import JobReport, LaunchOptions, launch
+from bench.run import build_parser
+from bench.store.records import find_record, load_records
 from tests.engine_helpers import assert_ddp_matches_single, tiny_run
 from tests.test_run_launch import data_root  # noqa: F401  (the tiny synthetic world, generated once)
 

@@ -11,13 +11,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 import timm
+import torch
 from open_clip.model import CLIP
 from safetensors.torch import save_file
 
-from methods import (BackboneConfig, WeightsError, build_model, export_st_adapter_checkpoint,
-                     register_backbone)
+from methods import BackboneConfig, WeightsError, build_model, export_st_adapter_checkpoint, register_backbone
 from methods.weights import openai_to_timm_key, to_openai_visual_state_dict
 
 TINY = "vit_tiny_test"  # CLIP-style: 32 px, patch 8, width 64, 4 blocks, 4 heads

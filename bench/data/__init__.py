@@ -14,7 +14,7 @@ from .listfile import DatasetIndex, ListFileError, VideoEntry
 from .robust import AllVideosBrokenError
 from .roots import DatasetRootError
 from .spec import CLIP_MEAN, CLIP_STD, ClipSpec, ClipSpecError
-from .synthetic import SynthConfig, SynthConfigError, Stills, ensure_synthetic, make_stills
+from .synthetic import Stills, SynthConfig, SynthConfigError, ensure_synthetic, make_stills
 
 __all__ = [
     "AllVideosBrokenError", "CLIP_MEAN", "CLIP_STD", "ClipSpec", "ClipSpecError", "DATASETS", "DatasetIndex",

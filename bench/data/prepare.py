@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "slurm" / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
 # sbatch options the typed keys already set: giving them again in `extra_sbatch` would override the
 # typed value behind the validation's back (or contradict it), so they are refused there.

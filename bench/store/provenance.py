@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Distributions whose versions can change a result (numerics, decoding, counting) or its launching.
 TRACKED_PACKAGES = (

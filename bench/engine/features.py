@@ -25,7 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bench.engine import WarmupCosine, epoch_order, make_optimizer
+from bench.engine.optim import WarmupCosine, make_optimizer
+from bench.engine.seeding import epoch_order
 
 AUGMENTATION = "none: features of fixed test-style views, extracted once per view"
 

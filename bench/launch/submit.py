@@ -20,8 +20,9 @@ import submitit
 from tqdm import tqdm
 
 from bench.config import RunConfig
-from bench.engine import LOG_NAME, Execution, execute_run, work_dir
-from bench.records import find_record
+from bench.engine.execution import Execution
+from bench.engine.loop import LOG_NAME, execute_run, work_dir
+from bench.store.records import find_record
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,52 @@
+"""From a run config to the model and datasets it trains on."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.config import RANDOM_WEIGHTS, RunConfig
+from bench.counting import Counts, count_model
+from bench.engine.distributed import DistContext
+from methods import fast
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """A ``pretrain:`` reference becomes the cached file (pre-training it on first use)."""
+    if weights is not None and weights.startswith("pretrain:"):
+        from bench.engine import pretrain
+        return str(pretrain.ensure_pretrained(weights))
+    return weights
+
+
+def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    from methods import build_model
+    random_init = cfg.weights == RANDOM_WEIGHTS
+    model = build_model(cfg.method, cfg.backbone, num_classes=num_classes,
+                        num_frames=cfg.recipe.clip.num_frames,
+                        weights=None if random_init else resolve_weights(cfg.weights),
+                        random_init=random_init, method_options=dict(cfg.method_options))
+    model.head.dropout.p = cfg.recipe.head_dropout
+    return model
+
+
+def build_run_dataset(cfg: RunConfig, split: str, train: bool):
+    from bench.data import build_dataset
+    return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed,
+                         synth=cfg.synth)
+
+
+def prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext, amp_dtype) -> tuple[nn.Module, Counts | None]:
+    """Build, count (before any change, on rank 0), move, and on GPU apply the function-preserving fast
+    paths of ``methods.fast`` (results/perf/NOTES.md measures each); hold frozen weights in half
+    precision if the recipe asks (trainable weights stay fp32 under autocast)."""
+    model = build_run_model(cfg, num_classes)
+    counts = count_model(model, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size) if ctx.is_main else None
+    model.to(ctx.device)
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+        fast.fuse_activations(model)
+        fast.pack_attention_grads(model)
+        fast.patch_embed_as_matmul(model)
+    if cfg.recipe.half_frozen and amp_dtype is not None:
+        fast.hold_frozen_in(model, amp_dtype)
+    return model, counts

@@ -1,0 +1,42 @@
+"""Per-run checkpoints: written atomically, read back only by the config they belong to."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config_hash: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("config_hash") != config_hash:
+        log.warning("ignoring %s: it belongs to config %s, not %s", path, state.get("config_hash"), config_hash)
+        return None
+    return state
+
+
+@dataclass
+class Progress:
+    """Where a run stands, carried by its checkpoint so a resumed run reports whole-run numbers."""
+
+    epoch: int = 0
+    train_time_s: float = 0.0
+    clips_seen: int = 0
+    broken: set = field(default_factory=set)  # ("train" | "val", sample index) of replaced videos
+    attempts: int = 1
+    earlier_wall_time_s: float = 0.0

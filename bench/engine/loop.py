@@ -1,0 +1,210 @@
+"""The training loop: one matched run from config to record.
+
+Everything that could make two methods' runs differ other than the method is fixed here: the same
+sample order, augmentation draws and schedule for every method (all derived from the seed), the same
+optimiser and evaluation. A run checkpoints after every epoch and resumes from the last checkpoint
+on restart, ending with the same metrics as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from bench.config import RunConfig
+from bench.engine.batching import StepPlan, replaced_indices, train_batches
+from bench.engine.build import build_run_dataset, prepare_model
+from bench.engine.checkpoint import CHECKPOINT_NAME, Progress, load_checkpoint, save_checkpoint
+from bench.engine.distributed import DistContext, all_reduce, all_union, init_distributed
+from bench.engine.evaluate import evaluate
+from bench.engine.execution import Execution
+from bench.engine.optim import Optimisation, autocast_dtype
+from bench.engine.record import make_record
+from bench.engine.seeding import loader_generator, seed_everything
+from bench.store.records import RunRecord, write_record
+
+log = logging.getLogger(__name__)
+WORK_SUBDIR = "work"
+LOG_NAME = "run.log"
+
+
+def work_dir(results_dir: Path | str, cfg: RunConfig) -> Path:
+    """Per-run log and checkpoint folder (not part of the committed results)."""
+    return Path(results_dir) / WORK_SUBDIR / cfg.name
+
+
+StepCallback = Callable[[int], None]
+
+
+def _run_logger(path: Path, enabled: bool) -> tuple[logging.Logger, logging.Handler | None]:
+    logger = logging.getLogger(f"bench.run.{path.parent.name}")
+    logger.setLevel(logging.INFO)
+    if not enabled:
+        return logger, None
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def execute_run(cfg: RunConfig, results_dir: Path | str, execution: Execution = Execution(),
+                step_callback: StepCallback | None = None) -> RunRecord:
+    """Train and evaluate one run, resuming from its checkpoint if one exists; write its record.
+
+    ``step_callback(global_step)`` is called after every optimizer step (progress hooks, tests that
+    interrupt a run).
+    """
+    started = time.perf_counter()
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    ctx = init_distributed(execution)
+    folder = work_dir(results_dir, cfg)
+    if ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+    if ctx.world_size > 1:
+        dist.barrier()
+    logger, handler = _run_logger(folder / LOG_NAME, ctx.is_main)
+    try:
+        return _execute(cfg, Path(results_dir), folder, execution, ctx, logger, started, step_callback)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Execution, ctx: DistContext,
+             logger: logging.Logger, started: float, step_callback: StepCallback | None) -> RunRecord:
+    recipe, device = cfg.recipe, ctx.device
+    logger.info("run %s (rank %d of %d, %s): %s", cfg.name, ctx.rank, ctx.world_size, device, cfg.to_dict())
+    seed_everything(cfg.seed)
+    train_set = build_run_dataset(cfg, "train", train=True)
+    val_set = build_run_dataset(cfg, "val", train=False)
+    amp_dtype = autocast_dtype(recipe.precision, device)
+    model, counts = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
+    plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
+    steps_per_epoch = len(train_set) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{cfg.dataset}: {len(train_set)} training clips is fewer than one global batch "
+                         f"({recipe.batch_size}); lower --batch-size")
+    opt = Optimisation.make(model, cfg, steps_per_epoch, amp_dtype, device)
+    ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+           if ctx.world_size > 1 else model)
+
+    checkpoint_path = folder / CHECKPOINT_NAME
+    progress = Progress()
+    state = load_checkpoint(checkpoint_path, cfg.hash())
+    if state is not None:
+        opt.load_state_dict(state)
+        progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"])})
+        progress.attempts += 1
+        logger.info("resumed from %s at epoch %d (attempt %d)", checkpoint_path, progress.epoch, progress.attempts)
+    logger.info("steps/epoch %d, global batch %d = %d ranks x %d accumulation x %d clips, peak lr %.3g",
+                steps_per_epoch, plan.global_batch, plan.world_size, plan.accumulation, plan.micro_batch,
+                cfg.peak_lr)
+
+    loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
+                       worker_init_fn=loader_worker_init())
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=progress.epoch * steps_per_epoch,
+               desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress), dynamic_ncols=True,
+               mininterval=1.0)
+    for epoch in range(progress.epoch, recipe.epochs):
+        _set_epoch(train_set, epoch)
+        batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args,
+                                             generator=loader_generator(cfg.seed, epoch))
+        epoch_started = time.perf_counter()
+        loss_sum, broken = _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback,
+                                        epoch * steps_per_epoch)
+        progress.train_time_s += time.perf_counter() - epoch_started
+        progress.clips_seen += steps_per_epoch * recipe.batch_size
+        progress.broken |= {("train", i) for i in broken}
+        progress.epoch = epoch + 1
+        mean_loss = all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+        logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
+                    recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+        if ctx.is_main:  # a resumed attempt counts this one's time as earlier wall time
+            elapsed = progress.earlier_wall_time_s + time.perf_counter() - started
+            save_checkpoint(checkpoint_path, {
+                "config_hash": cfg.hash(), "step": progress.epoch * steps_per_epoch, **opt.state_dict(),
+                "progress": {**dataclasses.asdict(progress), "earlier_wall_time_s": elapsed}})
+    bar.close()
+
+    metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
+    broken = all_union(progress.broken | {("val", i) for i in broken_val}, ctx)
+    memory, memory_kind = peak_memory_bytes(device)
+    if ctx.world_size > 1:
+        memory = int(all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
+    logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
+    if not ctx.is_main:
+        return None
+    record = make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken, progress,
+                          wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
+                          memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch)
+    path = write_record(results_dir, record)
+    logger.info("record written to %s", path)
+    if not execution.keep_checkpoint:
+        checkpoint_path.unlink(missing_ok=True)
+    return record
+
+
+def loader_worker_init():
+    try:
+        from bench.data import worker_init_fn
+    except ImportError:
+        return None
+    return worker_init_fn
+
+
+def _set_epoch(dataset, epoch: int) -> None:
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
+                 bar, step_callback: StepCallback | None, first_step: int) -> tuple[float, set[int]]:
+    """One epoch; returns this rank's summed step losses and the indices of replaced (broken) samples."""
+    model.train()
+    loss_sum, broken, step = 0.0, set(), first_step
+    micro_batches = iter(loader)
+    for _ in range(len(loader) // plan.accumulation):
+        opt.optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in range(plan.accumulation):
+            batch = next(micro_batches)
+            broken.update(replaced_indices(batch))
+            sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
+            with (nullcontext() if sync else model.no_sync()):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(batch["video"].to(device, non_blocking=True))
+                    loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
+                opt.scaler.scale(loss).backward()
+            step_loss += loss.item()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        step += 1
+        loss_sum += step_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
+        if step_callback is not None:
+            step_callback(step)
+    return loss_sum, broken

@@ -1,0 +1,52 @@
+"""The run record a finished run leaves: metrics, counts and provenance."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+
+import torch
+
+from bench.config import RunConfig
+from bench.counting import Counts
+from bench.engine.batching import StepPlan
+from bench.engine.checkpoint import Progress
+from bench.engine.distributed import DistContext
+from bench.store import provenance
+from bench.store.records import RunRecord
+
+
+def make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
+                 amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
+                 memory: int, memory_kind: str, steps_per_epoch: int) -> RunRecord:
+    commit, dirty = provenance.git_state()
+    precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
+    return RunRecord(
+        method=cfg.method, dataset=cfg.dataset, backbone=cfg.backbone, recipe=cfg.recipe.name,
+        seed=cfg.seed, config_hash=cfg.hash(), config=cfg.to_dict(),
+        top1=float(metrics["top1"]), top5=float(metrics["top5"]),
+        params_trainable=counts.params_trainable, params_total=counts.params_total,
+        gflops_per_view=counts.gflops_per_view, views=cfg.recipe.clip.views,
+        wall_time_s=round(wall_time, 3),
+        throughput_clips_per_s=round(progress.clips_seen / progress.train_time_s, 3) if progress.train_time_s else 0.0,
+        peak_memory_bytes=memory, broken_videos=len(broken),
+        git_commit=commit, git_dirty=dirty, packages=provenance.package_versions(),
+        hardware=provenance.hardware(ctx.device, ctx.world_size),
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        per_class_top1=metrics["per_class_top1"],
+        extra={
+            "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
+            "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
+            "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
+            "val_list_sha256": list_digest(val_set), "train_time_s": round(progress.train_time_s, 3),
+            "peak_memory_kind": memory_kind, "attempts": progress.attempts,
+            "fvcore_unsupported_ops": counts.unsupported_ops,
+        },
+    )
+
+
+def list_digest(dataset) -> str | None:
+    """Which validation copy was used (copies differ between labs; DESIGN.md §5)."""
+    items = getattr(dataset, "source_list", None)
+    if items is None:
+        return None
+    return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]

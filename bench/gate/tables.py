@@ -1,0 +1,44 @@
+"""Committed tables against what the committed records generate."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, DEFAULT_REFERENCE, PLOTS_SUBDIR, TABLES_SUBDIR
+from bench.reporting.reference import load_reference
+from bench.reporting.summary import summarize
+from bench.reporting.tables import render_tables
+from bench.store.records import load_records
+
+
+def check_tables(committed_dir: Path | str, reference: Path | str = DEFAULT_REFERENCE) -> list[str]:
+    """Problems with the committed tables: each differing file with a unified diff, missing or stray files."""
+    committed_dir = Path(committed_dir)
+    summaries = summarize(load_records(committed_dir), committed_dir)
+    expected = render_tables(summaries, load_reference(reference))
+    regenerate = f"regenerate with `python -m bench.report --results {committed_dir}`"
+    problems = []
+    for rel, text in sorted(expected.items()):
+        path = committed_dir / rel
+        if not path.is_file():
+            problems.append(f"{path} is missing; {regenerate}")
+            continue
+        actual = path.read_text(encoding="utf-8")
+        if actual != text:
+            diff = "".join(difflib.unified_diff(
+                actual.splitlines(keepends=True), text.splitlines(keepends=True),
+                fromfile=f"{path} (committed)", tofile=f"{path} (generated from the records)"))
+            problems.append(f"{path} differs from what the records generate (edited by hand, or "
+                            f"records changed without a report); {regenerate}\n{diff}")
+    tables_dir = committed_dir / TABLES_SUBDIR
+    stray = sorted(p for p in tables_dir.glob("*") if p.is_file()
+                   and p.relative_to(committed_dir).as_posix() not in expected) if tables_dir.is_dir() else []
+    problems += [f"{p} is not generated from the records (stale or hand-written); delete it and "
+                 f"{regenerate}" for p in stray]
+    if summaries:
+        for name in (ACCURACY_PLOT, DATASETS_PLOT):
+            for ext in ("png", "pdf"):
+                path = committed_dir / PLOTS_SUBDIR / f"{name}.{ext}"
+                if not path.is_file() or path.stat().st_size == 0:
+                    problems.append(f"{path} is missing or empty; {regenerate}")
+    return problems

@@ -1,0 +1,197 @@
+"""The matched grid: command-line choices parsed and validated into run configs, and the data checked.
+
+Every run of a grid differs from the others only in method, dataset and seed; everything is
+validated here, before any job starts, so a bad option fails in one line instead of in a job.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.config import (
+    RANDOM_WEIGHTS,
+    SYNTH_WORLD,
+    WEIGHT_SCHEMES,
+    BenchInputError,
+    RecipeConfig,
+    RunConfig,
+    default_recipe,
+    get_recipe,
+)
+
+SYNTH_DATASETS = ("synth_appearance", "synth_motion")
+
+
+REAL_DATASETS = ("k400", "ssv2", "list")
+
+
+DATASETS = (*SYNTH_DATASETS, *REAL_DATASETS)
+
+
+DEFAULT_REAL_BACKBONE = "clip_vit_b16"
+
+
+# Used by --dry-run when the data is not on this machine (DESIGN.md §5; K400 train is nominal).
+NOMINAL_SIZES = {"k400": (400, 240_000, 19_877), "ssv2": (174, 168_913, 24_777)}
+
+
+
+def _split(text: str, what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise BenchInputError(f"--{what} is empty; give a comma-separated list")
+    return list(dict.fromkeys(items))
+
+
+def parse_methods(text: str) -> list[str]:
+    from methods import list_methods
+    known = list_methods()
+    if text.strip() == "all":
+        return known
+    methods = _split(text, "methods")
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise BenchInputError(f"--methods: unknown method(s) {unknown}; choose from {known} or 'all'")
+    return methods
+
+
+def parse_datasets(text: str) -> list[str]:
+    datasets = _split(text, "datasets")
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise BenchInputError(f"--datasets: unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
+    return datasets
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in _split(text, "seeds")]
+    except ValueError:
+        raise BenchInputError(f"--seeds {text!r}: give a count (3) or a list of integers (0,1,2)") from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise BenchInputError(f"--seeds {values[0]}: need at least one seed")
+        return list(range(values[0]))
+    return values
+
+
+def parse_method_options(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise BenchInputError(f"--method-option {item!r}: write METHOD.KEY=VALUE, e.g. st_adapter.preset=24x384")
+        if method not in methods:
+            raise BenchInputError(f"--method-option {item!r}: method {method!r} is not in --methods {list(methods)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(method, {})[name] = value
+    return options
+
+
+def parse_roots(items: Sequence[str], datasets: Sequence[str]) -> dict[str, str]:
+    roots = {}
+    for item in items:
+        dataset, sep, path = item.partition("=")
+        if not sep or dataset not in datasets:
+            raise BenchInputError(f"--root {item!r}: write DATASET=PATH with DATASET one of {list(datasets)}")
+        roots[dataset] = path
+    return roots
+
+
+def recipe_for(dataset: str, args: argparse.Namespace) -> RecipeConfig:
+    recipe = get_recipe(args.recipe) if args.recipe else default_recipe(dataset)
+    overrides = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
+                 "base_lr": args.lr, "precision": args.precision, "num_frames": args.num_frames}
+    if args.lr is not None:
+        overrides["method_base_lr"] = {}
+    if args.epochs is not None and args.warmup_epochs is None:
+        overrides["warmup_epochs"] = min(recipe.warmup_epochs, args.epochs)
+    return recipe.with_overrides(**overrides)
+
+
+def default_weights(backbone: str, weights: str | None) -> str | None:
+    if weights is None and backbone == "synth_vit":
+        from bench.engine.pretrain import DEFAULT
+        return DEFAULT.reference
+    return weights
+
+
+def plan(args: argparse.Namespace) -> list[RunConfig]:
+    """Every run of the grid, validated: names, options, recipes, weights (not the data: see check_data)."""
+    import bench.pretrain  # noqa: F401  (registers the synth_vit backbone)
+    from methods import get_backbone_config, make_method_config
+    methods, datasets, seeds = parse_methods(args.methods), parse_datasets(args.datasets), parse_seeds(args.seeds)
+    backbone = args.backbone or ("synth_vit" if set(datasets) <= set(SYNTH_DATASETS) else DEFAULT_REAL_BACKBONE)
+    backbone_cfg = get_backbone_config(backbone)
+    weights = default_weights(backbone, args.weights)
+    if weights is None and not args.dry_run:
+        raise BenchInputError(f"--weights: backbone {backbone!r} needs pre-trained weights (an OpenAI "
+                              "ViT-B-16.pt, an open_clip or timm checkpoint, or open_clip:MODEL/TAG); "
+                              "--dry-run works without them")
+    if (weights is not None and weights != RANDOM_WEIGHTS and not weights.startswith(WEIGHT_SCHEMES)
+            and not Path(weights).is_file()):
+        raise BenchInputError(f"--weights {weights}: no such file")
+    user_options = parse_method_options(args.method_option, methods)
+    roots = parse_roots(args.root, datasets)
+    runs = []
+    for dataset in datasets:
+        recipe = recipe_for(dataset, args)
+        if recipe.clip.input_size != backbone_cfg.img_size:
+            raise BenchInputError(f"recipe {recipe.name!r} feeds {recipe.clip.input_size} px frames but backbone "
+                                  f"{backbone!r} takes {backbone_cfg.img_size} px; pick a matching --recipe")
+        for method in methods:
+            options = recipe.options_for(method, user_options.get(method))
+            make_method_config(method, **dict(options)).check_backbone(backbone_cfg)  # fail now, not in a job
+            for seed in seeds:
+                runs.append(RunConfig(method=method, dataset=dataset, backbone=backbone, recipe=recipe,
+                                      seed=seed, weights=weights, method_options=options,
+                                      synth=SYNTH_WORLD if dataset in SYNTH_DATASETS else None,
+                                      data_root=roots.get(dataset)))
+    return runs
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    num_classes: int
+    train_clips: int
+    val_videos: int
+    measured: bool  # False: nominal sizes (the data is not on this machine)
+
+
+def data_key(cfg: RunConfig) -> tuple:
+    return cfg.dataset, cfg.data_root, cfg.synth, cfg.recipe.clip
+
+
+def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFacts]:
+    """Open every (dataset, root, world, clip) once: validates roots and layouts, generates the
+    synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
+    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
+    from bench.data import build_dataset
+    from bench.data.roots import DatasetRootError
+    from bench.data.synthetic import class_names
+    facts = {}
+    for cfg in runs:
+        key = data_key(cfg)
+        if key in facts:
+            continue
+        if dry_run and cfg.synth is not None:
+            classes = len(class_names(cfg.dataset))
+            facts[key] = DataFacts(classes, classes * cfg.synth.train_per_class,
+                                   classes * cfg.synth.val_per_class, measured=True)
+            continue
+        try:
+            sizes = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train", root=cfg.data_root,
+                                   synth=cfg.synth) for split in ("train", "val")]
+            facts[key] = DataFacts(sizes[0].num_classes, len(sizes[0]), len(sizes[1]), measured=True)
+        except DatasetRootError:
+            if not dry_run or cfg.dataset not in NOMINAL_SIZES:
+                raise
+            facts[key] = DataFacts(*NOMINAL_SIZES[cfg.dataset], measured=False)
+    return facts

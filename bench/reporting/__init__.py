@@ -1,0 +1,2 @@
+"""Reporting: aggregation of run records (``summary``), published numbers (``reference``), tables
+(``tables``), plots (``plots``) and writing them all (``generate``)."""

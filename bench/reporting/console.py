@@ -1,0 +1,34 @@
+"""The summary table printed at the end of ``bench.run``."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from bench.config import RunConfig
+
+
+def print_summary(results_dir: Path, runs: Sequence[RunConfig]) -> None:
+    """Mean ± std of top-1/top-5 per (dataset, method) over the runs of this invocation."""
+    from tabulate import tabulate
+
+    from bench.reporting.summary import summarize
+    from bench.store.records import find_record, load_record
+    records = [load_record(p) for p in (find_record(results_dir, cfg.hash()) for cfg in runs) if p]
+    if not records:
+        return
+    rows = []
+    for s in summarize(records, results_dir):
+        rows.append((s.dataset, s.method, len(s.seeds), _mean_std(s.top1), _mean_std(s.top5),
+                     f"{s.params_trainable:,}", f"{s.gflops_per_view:.3g}"))
+    print("\n" + tabulate(rows, headers=("dataset", "method", "seeds", "top-1 %", "top-5 %", "trainable",
+                                         "GFLOPs/view")))
+    print(f"\nfull tables and plots: python -m bench.report --results {results_dir}")
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.1f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.1f} ± {std:.1f}"

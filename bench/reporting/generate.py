@@ -1,0 +1,45 @@
+"""From the records of a results directory to its tables and plots."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.reporting.layout import DEFAULT_REFERENCE, FILE_MODE, PLOTS_SUBDIR
+from bench.reporting.plots import write_plots
+from bench.reporting.reference import load_reference
+from bench.reporting.summary import summarize
+from bench.reporting.tables import render_tables
+from bench.store.records import load_records
+
+
+def write_text_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
+    """Write atomically (temp file + rename) so a reader never sees a half-written table."""
+    paths = []
+    for rel, text in sorted(files.items()):
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
+
+
+def generate(results_dir: Path | str, out_dir: Path | str | None = None,
+             reference: Path | str = DEFAULT_REFERENCE, plots: bool = True) -> list[Path]:
+    """Read the records under `results_dir`, write tables (and plots) under `out_dir` (default: the same)."""
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir
+    summaries = summarize(load_records(results_dir), results_dir)
+    reported = load_reference(reference)
+    paths = write_text_files(out_dir, render_tables(summaries, reported))
+    if plots:
+        paths += write_plots(summaries, reported, out_dir / PLOTS_SUBDIR)
+    return paths
