@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+from bench.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,5 @@ def cached_count(identity: dict[str, Any], build: Callable[[], nn.Module], num_f
     if path.is_file():
         return Counts(**json.loads(path.read_text()))
     counts = count_model(build(), num_frames, img_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(dataclasses.asdict(counts), f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(dataclasses.asdict(counts)))
     return counts

@@ -32,6 +32,8 @@ import decord
 import numpy as np
 import torch
 
+from bench.atomic import atomic_write
+
 from .dataset import VideoDataset, build_loader
 from .decode import FrameCache, VideoDecodeError
 from .listfile import DatasetIndex, VideoEntry
@@ -214,8 +216,5 @@ def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, ta
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out = out or Path("results/perf") / f"data_loader_{record['tag']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temp, out)
+    atomic_write(out, json.dumps(record, indent=2) + "\n")
     return {**record, "path": str(out)}

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.atomic import atomic_write
 
 from .roots import DatasetRootError, resolve_root
 
@@ -74,11 +75,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temp, path)
+    atomic_write(path, text)
 
 
 def find_missing(entries: list[VideoEntry]) -> list[Path]:

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
+from bench.atomic import atomic_write
+
 from .dataset import read_index
 from .listfile import VideoEntry, write_list
 from .progress import ProgressLog
@@ -48,33 +50,34 @@ def even(value: float) -> int:
 def reencode(source: Path, target: Path, settings: EncodeSettings) -> int:
     """Write ``source`` as h264 mp4 at ``settings``, never upscaling; returns the frame count.
 
-    Written to a temporary name and renamed, so an interrupted run leaves no half file behind.
+    Written atomically (bench.atomic), so an interrupted run leaves no half file behind.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.part")
     frames = 0
-    with av.open(str(source)) as reader:
-        video = reader.streams.video[0]
-        rate = video.average_rate or video.guessed_rate or 30
-        scale = min(1.0, settings.short_side / min(video.codec_context.width, video.codec_context.height))
-        width, height = even(video.codec_context.width * scale), even(video.codec_context.height * scale)
-        with av.open(str(temp), "w", format="mp4") as writer:
-            stream = writer.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.gop_size = settings.keyframe_interval
-            stream.options = {"crf": str(settings.crf), "preset": settings.preset,
-                              "x264-params": f"keyint={settings.keyframe_interval}:min-keyint="
-                                             f"{settings.keyframe_interval}:scenecut=0:bframes={settings.bframes}"}
-            for frame in reader.decode(video):
-                image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
-                image.pts, image.time_base = frames, 1 / Fraction(rate)  # constant frame rate
-                writer.mux(stream.encode(image))
-                frames += 1
-            writer.mux(stream.encode())
-    if frames == 0:
-        temp.unlink(missing_ok=True)
-        raise ValueError("no video frames decoded")
-    os.replace(temp, target)
+
+    def encode(temp: Path) -> None:
+        nonlocal frames
+        with av.open(str(source)) as reader:
+            video = reader.streams.video[0]
+            rate = video.average_rate or video.guessed_rate or 30
+            scale = min(1.0, settings.short_side / min(video.codec_context.width, video.codec_context.height))
+            width, height = even(video.codec_context.width * scale), even(video.codec_context.height * scale)
+            with av.open(str(temp), "w", format="mp4") as writer:
+                stream = writer.add_stream("libx264", rate=rate)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.codec_context.gop_size = settings.keyframe_interval
+                stream.options = {"crf": str(settings.crf), "preset": settings.preset,
+                                  "x264-params": f"keyint={settings.keyframe_interval}:min-keyint="
+                                                 f"{settings.keyframe_interval}:scenecut=0:bframes={settings.bframes}"}
+                for frame in reader.decode(video):
+                    image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+                    image.pts, image.time_base = frames, 1 / Fraction(rate)  # constant frame rate
+                    writer.mux(stream.encode(image))
+                    frames += 1
+                writer.mux(stream.encode())
+        if frames == 0:
+            raise ValueError("no video frames decoded")
+
+    atomic_write(target, encode)
     return frames
 
 
@@ -82,8 +85,7 @@ def _prepare_one(job: tuple[str, str, EncodeSettings]) -> dict:
     source, target, settings = job
     try:
         return {"path": source, "ok": True, "frames": reencode(Path(source), Path(target), settings)}
-    except Exception as err:  # a broken video is recorded and skipped, never fatal
-        Path(target).with_name(f".{Path(target).name}.part").unlink(missing_ok=True)
+    except Exception as err:  # a broken video is recorded and skipped, never fatal (no partial file remains)
         return {"path": source, "ok": False, "error": f"{type(err).__name__}: {err}"}
 
 

@@ -18,8 +18,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,8 @@ import av
 import decord
 import numpy as np
 from tqdm import tqdm
+
+from bench.atomic import atomic_directory
 
 from .listfile import VideoEntry, write_list, write_text_atomic
 
@@ -328,9 +328,7 @@ def ensure_synthetic(task: str, config: SynthConfig | None = None, root: str | P
     final = synthetic_dir(task, config, root)
     if final.is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    try:
+    with atomic_directory(final) as work:
         for split_id, (split, per_class) in enumerate((("train", config.train_per_class),
                                                        ("val", config.val_per_class))):
             folder = work / "videos" / split
@@ -348,11 +346,4 @@ def ensure_synthetic(task: str, config: SynthConfig | None = None, root: str | P
         write_text_atomic(work / "classes.txt", "".join(f"{name}\n" for name in names))
         write_text_atomic(work / "config.json", json.dumps(
             {"task": task, "version": GENERATOR_VERSION, **dataclasses.asdict(config)}, indent=2) + "\n")
-        try:
-            os.rename(work, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return final

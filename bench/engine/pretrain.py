@@ -12,8 +12,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from bench.atomic import atomic_directory
 from bench.data.spec import CLIP_MEAN, CLIP_STD
 from bench.data.synthetic import cache_root, make_stills
 from bench.engine.optim import WarmupCosine, make_optimizer
@@ -163,10 +162,8 @@ def _train_and_save(cfg: PretrainConfig, folder: Path, progress: bool) -> None:
     state = {k: v.contiguous() for k, v in model.encoder.state_dict().items()
              if k in model.encoder.backbone_state_keys()}
     state.update({f"head.{k}": v.contiguous() for k, v in model.head.state_dict().items()})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    save_file(state, str(tmp / WEIGHTS_NAME))
     summary.update(config=dataclasses.asdict(cfg), reference=cfg.reference, version=PRETRAIN_VERSION,
                    seconds=round(time.perf_counter() - started, 1))
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder)
+    with atomic_directory(folder) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from bench.reporting.layout import FILE_MODE
+from bench.atomic import atomic_write
 from bench.reporting.summary import MethodSummary
 
 BASELINES_NAME = "baselines.json"
@@ -90,18 +88,7 @@ def baselines_json(baselines: Sequence[Baseline]) -> str:
 
 
 def write_baselines(path: Path | str, baselines: Sequence[Baseline]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(baselines_json(baselines))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, baselines_json(baselines))
 
 
 _BASELINE_TYPES: dict[str, tuple[type, ...]] = {

@@ -1,11 +1,10 @@
 """From the records of a results directory to its tables and plots."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from bench.reporting.layout import DEFAULT_REFERENCE, FILE_MODE, PLOTS_SUBDIR
+from bench.atomic import atomic_write
+from bench.reporting.layout import DEFAULT_REFERENCE, PLOTS_SUBDIR
 from bench.reporting.plots import write_plots
 from bench.reporting.reference import load_reference
 from bench.reporting.summary import summarize
@@ -14,22 +13,8 @@ from bench.store.records import load_records
 
 
 def write_text_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
-    """Write atomically (temp file + rename) so a reader never sees a half-written table."""
-    paths = []
-    for rel, text in sorted(files.items()):
-        path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
-    return paths
+    """Write atomically so a reader never sees a half-written table."""
+    return [atomic_write(out_dir / rel, text) for rel, text in sorted(files.items())]
 
 
 def generate(results_dir: Path | str, out_dir: Path | str | None = None,

@@ -27,4 +27,3 @@ ACCURACY_PLOT = "accuracy_vs_params"
 DATASETS_PLOT = "datasets_by_method"
 
 
-FILE_MODE = 0o644  # tempfile.mkstemp creates 0600; generated files are meant to be read by anyone

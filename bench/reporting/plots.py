@@ -6,12 +6,11 @@ matplotlib/FreeType version.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, FILE_MODE
+from bench.atomic import atomic_write
+from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT
 from bench.reporting.reference import ReportedRow
 from bench.reporting.summary import MethodSummary, group_summaries
 
@@ -86,17 +85,8 @@ def _save(fig, stem: Path) -> list[Path]:
 
     paths = []
     for ext in ("png", "pdf"):
-        path = stem.with_suffix(f".{ext}")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f".{ext}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=DPI, metadata=_NO_METADATA[ext])
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
+        paths.append(atomic_write(stem.with_suffix(f".{ext}"), lambda tmp, ext=ext: fig.savefig(
+            tmp, format=ext, dpi=DPI, metadata=_NO_METADATA[ext])))
     plt.close(fig)
     return paths
 

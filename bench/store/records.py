@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from bench.atomic import atomic_write
 
 SCHEMA_VERSION = 1
 RUNS_SUBDIR = "runs"
@@ -136,23 +136,10 @@ def find_record(results_dir: Path | str, config_hash: str) -> Path | None:
 
 
 def write_record(results_dir: Path | str, record: RunRecord) -> Path:
-    """Write atomically: a temp file in the same folder, fsync, then rename.
+    """Write atomically and durably (bench.atomic).
 
     Concurrent jobs each write their own file name, and rename is atomic on POSIX, so readers never
     see a half-written record and no writer can clobber another's.
     """
     parse_record(json.loads(record.to_json()), record.file_name)  # never write what we could not read back
-    out_dir = runs_dir(results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / record.file_name
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(runs_dir(results_dir) / record.file_name, record.to_json(), durable=True)

@@ -4,13 +4,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.atomic import atomic_write
 from bench.store import provenance
 from bench.timing.cases import CASES, SETTINGS, BenchSpec, Measurement, Setting
 
@@ -30,17 +29,7 @@ def environment(spec: BenchSpec) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Atomic write: temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def record(m: Measurement, setting: Setting, spec: BenchSpec, env: dict[str, Any]) -> dict[str, Any]:
