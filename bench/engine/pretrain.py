@@ -60,6 +60,9 @@ class PretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
+    # Float sums split over threads round differently, so the weights depend on the thread count:
+    # fixed, so every machine with the same torch build pre-trains the same backbone.
+    threads: int = 2
 
     def digest(self) -> str:
         payload = json.dumps({"version": PRETRAIN_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
@@ -122,7 +125,16 @@ def normalise(images: np.ndarray) -> torch.Tensor:
 
 
 def train(cfg: PretrainConfig, progress: bool = True) -> tuple[StillsClassifier, dict]:
-    """Deterministic given the config (and the torch build and thread count)."""
+    """Deterministic given the config and the torch build (the thread count is the config's)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: PretrainConfig, progress: bool) -> tuple[StillsClassifier, dict]:
     seed_everything(cfg.seed)
     stills = make_stills(cfg.images, size=cfg.backbone.img_size, seed=cfg.seed, position_grid=cfg.position_grid)
     held_out = max(1, min(2000, cfg.images // 10))

@@ -30,7 +30,7 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_se
         throughput_clips_per_s=round(progress.clips_seen / progress.train_time_s, 3) if progress.train_time_s else 0.0,
         peak_memory_bytes=memory, broken_videos=len(broken),
         git_commit=commit, git_dirty=dirty, packages=provenance.package_versions(),
-        hardware=provenance.hardware(ctx.device, ctx.world_size),
+        hardware=provenance.hardware(ctx.device, ctx.world_size), fingerprint=provenance.fingerprint(ctx.device),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         per_class_top1=metrics["per_class_top1"],
         extra={

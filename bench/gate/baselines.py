@@ -1,30 +1,42 @@
-"""Baselines: what each configuration of the default suite is expected to give, derived from trusted records."""
+"""Baselines: what each configuration of the default suite gave on the machine that made them, and how
+far a fresh run elsewhere may fall from it.
+
+``results/baselines.json`` holds, per configuration, every committed seed's exact numbers with the
+environment fingerprint it ran under, the probes of its code (bench.gate.probes), and a calibrated
+spread ``sigma``: the per-seed standard deviation pooled over the committed seeds and the seeds of a
+measured environment change (the same code under another torch, ``--drift DIR``), shrunk towards the
+pooled value of its dataset so that three nearly equal seeds cannot make the gate fire on noise.
+"""
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from bench.atomic import atomic_write
-from bench.reporting.summary import MethodSummary
+from bench.config import RunConfig
+from bench.gate.probes import ModelProbes, data_key, data_probe, model_probes
+from bench.reporting.summary import method_label
+from bench.store.records import RunRecord
 
 BASELINES_NAME = "baselines.json"
-
-
-TOLERANCE_SIGMAS = 3.0
-
-
-TOLERANCE_FLOOR = 1.0  # top-1 points
-
-
+SCHEMA = 2
+K_SIGMAS = 4.0  # one-sided: a fresh mean this many standard errors below the baseline is a regression
+PRIOR_WEIGHT = 4  # the dataset's pooled spread counts as this many degrees of freedom in each sigma
+SIGMA_FLOOR = 0.5  # top-1 points: below it, differences are rounding on a 640-video validation set
 GFLOPS_RELATIVE_TOLERANCE = 0.005
+TOLERANCE_RULE = (
+    "same fingerprint: every number of every seed exactly equal; different fingerprint: the fresh top-1 "
+    f"mean may fall at most {K_SIGMAS:g} x sigma x sqrt(1/n_fresh + 1/n_baseline) below the baseline "
+    "mean (sigma: seed spread pooled with a measured environment change, shrunk towards the dataset's "
+    f"pooled spread with weight {PRIOR_WEIGHT}, at least {SIGMA_FLOOR:g}); any mode: parameter counts, "
+    f"views and probes exact, GFLOPs within {100 * GFLOPS_RELATIVE_TOLERANCE:g}%, order-aware methods "
+    "above order-blind ones on synth_motion")
 
-
-TOLERANCE_RULE = (f"top-1 mean may drop by at most max({TOLERANCE_SIGMAS:g} x per-seed std, "
-                  f"{TOLERANCE_FLOOR:g}) points; params_trainable and views exact; gflops_per_view "
-                  f"within {100 * GFLOPS_RELATIVE_TOLERANCE:g}%")
+Key = tuple[str, str, str, str]  # (method label, dataset, backbone, recipe)
 
 
 class BaselineError(ValueError):
@@ -34,10 +46,34 @@ class BaselineError(ValueError):
         super().__init__(f"{path}: {where}: {problem}")
 
 
+def record_key(record: RunRecord) -> Key:
+    return (method_label(record, record.file_name), record.dataset, record.backbone, record.recipe)
+
+
+def describe_key(key: Key) -> str:
+    method, dataset, backbone, recipe = key
+    return f"{method} on {dataset} ({backbone}, recipe {recipe})"
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One committed seed, to the last bit."""
+
+    seed: int
+    config_hash: str
+    fingerprint: str
+    top1: float
+    top5: float
+    per_class_top1: list
+
+    @classmethod
+    def of(cls, record: RunRecord) -> "SeedResult":
+        return cls(record.seed, record.config_hash, record.fingerprint.get("digest", "none"), record.top1,
+                   record.top5, list(record.per_class_top1))
+
+
 @dataclass(frozen=True)
 class Baseline:
-    """What one configuration is expected to give, derived from its committed seeds."""
-
     method: str
     dataset: str
     backbone: str
@@ -45,60 +81,130 @@ class Baseline:
     n: int
     top1_mean: float
     top1_std: float | None
-    top1_tolerance: float
+    sigma: float
     params_trainable: int
     gflops_per_view: float
     views: int
+    num_classes: int
+    train_clips: int
+    config: dict
+    probes: ModelProbes
+    seeds: tuple[SeedResult, ...]
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
+    def key(self) -> Key:
         return (self.method, self.dataset, self.backbone, self.recipe)
 
+    @property
+    def run_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.config)
 
-def tolerance(std: float | None) -> float:
-    """Allowed top-1 drop in points: a few per-seed standard deviations, never below the floor."""
-    return TOLERANCE_FLOOR if std is None else max(TOLERANCE_SIGMAS * std, TOLERANCE_FLOOR)
-
-
-def summary_key(s: MethodSummary) -> tuple[str, str, str, str]:
-    return (s.method, s.dataset, s.backbone, s.recipe)
-
-
-def describe_key(key: tuple[str, str, str, str]) -> str:
-    method, dataset, backbone, recipe = key
-    return f"{method} on {dataset} ({backbone}, recipe {recipe})"
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["probes"] = self.probes.to_dict()
+        return data
 
 
-def derive_baselines(summaries: Sequence[MethodSummary]) -> list[Baseline]:
-    baselines = [
-        Baseline(method=s.method, dataset=s.dataset, backbone=s.backbone, recipe=s.recipe, n=s.n,
-                 top1_mean=round(s.top1_mean, 4),
-                 top1_std=None if s.top1_std is None else round(s.top1_std, 4),
-                 top1_tolerance=round(tolerance(s.top1_std), 4), params_trainable=s.params_trainable,
-                 gflops_per_view=s.gflops_per_view, views=s.views)
-        for s in summaries
-    ]
-    return sorted(baselines, key=lambda b: b.key)
+@dataclass
+class BaselineSet:
+    baselines: list[Baseline]
+    data_probes: dict[str, dict[str, list[float]]]
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def by_key(self) -> dict[Key, Baseline]:
+        return {b.key: b for b in self.baselines}
 
 
-def baselines_json(baselines: Sequence[Baseline]) -> str:
-    data = {"tolerance_rule": TOLERANCE_RULE,
-            "baselines": [dataclasses.asdict(b) for b in sorted(baselines, key=lambda b: b.key)]}
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+# -- Deriving -----------------------------------------------------------------------------------------
+
+def group(records: Iterable[RunRecord]) -> dict[Key, list[RunRecord]]:
+    groups: dict[Key, list[RunRecord]] = {}
+    for r in sorted(records, key=lambda r: (record_key(r), r.seed)):
+        groups.setdefault(record_key(r), []).append(r)
+    return groups
 
 
-def write_baselines(path: Path | str, baselines: Sequence[Baseline]) -> Path:
-    return atomic_write(path, baselines_json(baselines))
+def _pooled_variance(samples: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Variance pooled over groups (each about its own mean) and its degrees of freedom."""
+    ss = sum(sum((x - statistics.fmean(s)) ** 2 for x in s) for s in samples if len(s) > 1)
+    df = sum(len(s) - 1 for s in samples if len(s) > 1)
+    return (ss / df if df else 0.0), df
 
 
-_BASELINE_TYPES: dict[str, tuple[type, ...]] = {
-    "method": (str,), "dataset": (str,), "backbone": (str,), "recipe": (str,), "n": (int,),
-    "top1_mean": (float, int), "top1_std": (float, int, type(None)), "top1_tolerance": (float, int),
-    "params_trainable": (int,), "gflops_per_view": (float, int), "views": (int,),
-}
+def calibrate(baseline_groups: dict[Key, list[RunRecord]],
+              drift_groups: dict[Key, list[RunRecord]]) -> tuple[dict[Key, float], dict[str, Any]]:
+    """sigma per configuration, and the calibration facts (drift per configuration, its z-scores)."""
+    per_key = {k: [[r.top1 for r in runs], [r.top1 for r in drift_groups.get(k, [])]]
+               for k, runs in baseline_groups.items()}
+    task_variance = {}
+    for dataset in sorted({k[1] for k in per_key}):
+        task_variance[dataset] = _pooled_variance([s for k, v in per_key.items() if k[1] == dataset for s in v])[0]
+    sigmas, drift = {}, []
+    for key, samples in per_key.items():
+        own, df = _pooled_variance(samples)
+        variance = (df * own + PRIOR_WEIGHT * task_variance[key[1]]) / (df + PRIOR_WEIGHT)
+        sigmas[key] = max(math.sqrt(variance), SIGMA_FLOOR)
+        base, moved = samples
+        if moved:
+            delta = statistics.fmean(moved) - statistics.fmean(base)
+            se = sigmas[key] * math.sqrt(1 / len(base) + 1 / len(moved))
+            drift.append({"config": describe_key(key), "baseline_mean": round(statistics.fmean(base), 4),
+                          "drift_mean": round(statistics.fmean(moved), 4), "delta": round(delta, 4),
+                          "sigma": round(sigmas[key], 4), "z": round(delta / se, 3)})
+    facts = {"k_sigmas": K_SIGMAS, "prior_weight": PRIOR_WEIGHT, "sigma_floor": SIGMA_FLOOR,
+             "dataset_sigma": {d: round(math.sqrt(v), 4) for d, v in task_variance.items()},
+             "drift": drift, "max_abs_drift_z": max((abs(d["z"]) for d in drift), default=None)}
+    return sigmas, facts
 
 
-def load_baselines(path: Path | str) -> list[Baseline]:
+def derive(records: Sequence[RunRecord], drift: Sequence[RunRecord] = (),
+           drift_source: str | None = None) -> BaselineSet:
+    """Baselines from trusted records, sigma calibrated on ``drift`` (records of the same configurations
+    under another environment), probes computed from the current code."""
+    groups = group(records)
+    sigmas, facts = calibrate(groups, group(drift))
+    if drift:
+        prints = sorted({r.fingerprint.get("digest", "none") for r in drift})
+        facts["drift_source"] = drift_source
+        facts["drift_fingerprints"] = prints
+        facts["drift_packages"] = sorted({json.dumps(r.fingerprint.get("packages", {}), sort_keys=True)
+                                          for r in drift})
+    baselines, data_probes = [], {}
+    for key, runs in groups.items():
+        first = runs[0]
+        cfg = RunConfig.from_dict(first.config)
+        num_classes, train_clips = len(first.per_class_top1), int(first.extra["train_clips"])
+        top1 = [r.top1 for r in runs]
+        baselines.append(Baseline(
+            method=key[0], dataset=key[1], backbone=key[2], recipe=key[3], n=len(runs),
+            top1_mean=round(statistics.fmean(top1), 4),
+            top1_std=round(statistics.stdev(top1), 4) if len(top1) > 1 else None,
+            sigma=round(sigmas[key], 4), params_trainable=first.params_trainable,
+            gflops_per_view=first.gflops_per_view, views=first.views, num_classes=num_classes,
+            train_clips=train_clips, config=first.config,
+            probes=model_probes(cfg, num_classes, train_clips), seeds=tuple(SeedResult.of(r) for r in runs)))
+        data_probes.setdefault(data_key(cfg), data_probe(cfg))
+    return BaselineSet(sorted(baselines, key=lambda b: b.key), data_probes, facts)
+
+
+# -- Reading and writing ------------------------------------------------------------------------------
+
+def baselines_json(bset: BaselineSet) -> str:
+    data = {"schema": SCHEMA, "rule": TOLERANCE_RULE, "calibration": bset.calibration,
+            "data_probes": bset.data_probes, "baselines": [b.to_dict() for b in bset.baselines]}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def write_baselines(path: Path | str, bset: BaselineSet) -> Path:
+    return atomic_write(path, baselines_json(bset))
+
+
+_BASELINE_FIELDS = {"method", "dataset", "backbone", "recipe", "n", "top1_mean", "top1_std", "sigma",
+                    "params_trainable", "gflops_per_view", "views", "num_classes", "train_clips", "config",
+                    "probes", "seeds"}
+
+
+def load_baselines(path: Path | str) -> BaselineSet:
     path = Path(path)
     if not path.is_file():
         raise BaselineError(path, "file", "not found; derive it from trusted records with "
@@ -107,24 +213,19 @@ def load_baselines(path: Path | str) -> list[Baseline]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise BaselineError(path, "<json>", f"not valid JSON (line {e.lineno}: {e.msg})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("baselines"), list):
-        raise BaselineError(path, "baselines", "expected an object with a 'baselines' list")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema", "none") if isinstance(data, dict) else type(data).__name__
+        raise BaselineError(path, "schema", f"is {found}, this code reads {SCHEMA}; regenerate with "
+                            "`python -m bench.check --write-baselines`")
     baselines = []
-    for i, entry in enumerate(data["baselines"]):
+    for i, entry in enumerate(data.get("baselines", [])):
         where = f"baselines[{i}]"
-        if not isinstance(entry, dict):
-            raise BaselineError(path, where, "expected an object")
-        for name, types in _BASELINE_TYPES.items():
-            if name not in entry:
-                raise BaselineError(path, f"{where} field '{name}'", "is missing")
-            value = entry[name]
-            if isinstance(value, bool) or not isinstance(value, types):
-                raise BaselineError(path, f"{where} field '{name}'",
-                                    f"expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
-        unknown = sorted(set(entry) - set(_BASELINE_TYPES))
-        if unknown:
-            raise BaselineError(path, f"{where} field '{unknown[0]}'", "is not part of the baseline schema")
-        if entry["top1_tolerance"] < 0:
-            raise BaselineError(path, f"{where} field 'top1_tolerance'", "must be >= 0")
-        baselines.append(Baseline(**entry))
-    return baselines
+        if not isinstance(entry, dict) or set(entry) != _BASELINE_FIELDS:
+            missing = sorted(_BASELINE_FIELDS - set(entry)) if isinstance(entry, dict) else "all"
+            raise BaselineError(path, where, f"expected the fields {sorted(_BASELINE_FIELDS)}; missing {missing}")
+        try:
+            baselines.append(Baseline(**{**entry, "probes": ModelProbes.from_dict(entry["probes"]),
+                                         "seeds": tuple(SeedResult(**s) for s in entry["seeds"])}))
+        except (TypeError, KeyError) as e:
+            raise BaselineError(path, where, f"malformed ({e})") from e
+    return BaselineSet(baselines, data.get("data_probes", {}), data.get("calibration", {}))

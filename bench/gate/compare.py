@@ -1,65 +1,170 @@
-"""Fresh records against baselines: the regression rules of the gate."""
+"""Fresh records against baselines: the regression rules of the gate, in two modes.
+
+* **exact** (the fresh records ran under the baselines' environment fingerprint): a run of one config is
+  bit-identical on one environment, so every number of every seed must equal its baseline seed's.
+  Any moved number fails, so a change of the numbers is always deliberate.
+* **statistical** (another fingerprint: another torch, CPU or thread count): the mean top-1 over the
+  fresh seeds may fall at most ``K_SIGMAS`` standard errors below the baseline mean, with the spread
+  calibrated on a measured environment change (bench.gate.baselines).
+
+In both modes the deterministic facts must hold: trainable parameters and test views exactly,
+GFLOPs within 0.5%, the code's probes (bench.gate.probes) within their tolerances, and on
+synth_motion every order-aware method above every order-blind one.
+"""
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
-from bench.gate.baselines import GFLOPS_RELATIVE_TOLERANCE, Baseline, describe_key, summary_key
-from bench.reporting.summary import MethodSummary
+from bench.gate.baselines import (
+    GFLOPS_RELATIVE_TOLERANCE,
+    K_SIGMAS,
+    Baseline,
+    BaselineSet,
+    Key,
+    SeedResult,
+    describe_key,
+    group,
+)
+from bench.gate.probes import ModelProbes, data_differences, data_key, model_differences
+from bench.store.records import RunRecord
+
+MOTION_TASK = "synth_motion"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the gate's table."""
+
+    config: str
+    mode: str
+    fresh: str
+    baseline: str
+    change: str
+    tolerance: str
+    verdict: str  # "ok", "FAIL", "warn", "new"
+    why: str
 
 
 @dataclass
 class GateResult:
-    checked: int = 0  # fresh configurations that had a baseline
+    rows: list[Row] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def checked(self) -> int:
+        return sum(row.verdict != "new" for row in self.rows)
 
-def compare(summaries: Sequence[MethodSummary], baselines: Sequence[Baseline]) -> GateResult:
-    """Judge each fresh configuration against its baseline; see the module docstring for the rules."""
+
+ModelProber = Callable[[Baseline], ModelProbes]
+DataProber = Callable[[Baseline], dict[str, list[float]]]
+
+
+def compare(records: Sequence[RunRecord], bset: BaselineSet, probe_model: ModelProber,
+            probe_data: DataProber) -> GateResult:
+    """Judge every fresh configuration; ``probe_*`` compute the current code's probes of a baseline."""
     result = GateResult()
-    by_key = {b.key: b for b in baselines}
-    fresh_keys = set()
-    for s in summaries:
-        key = summary_key(s)
-        fresh_keys.add(key)
-        name = describe_key(key)
-        b = by_key.get(key)
+    baselines = bset.by_key()
+    fresh = group(records)
+    for key, runs in fresh.items():
+        b = baselines.get(key)
         if b is None:
-            result.warnings.append(f"no baseline for {name} (top-1 {s.top1_mean:.2f}, n={s.n}); once its "
-                                   "numbers are trusted, add it with `python -m bench.check --write-baselines`")
+            mean = statistics.fmean(r.top1 for r in runs)
+            result.rows.append(Row(describe_key(key), "-", f"{mean:.2f} (n={len(runs)})", "-", "-", "-", "new",
+                                   "no baseline"))
+            result.warnings.append(f"no baseline for {describe_key(key)}; once its numbers are trusted, add it "
+                                   "with `python -m bench.check --write-baselines`")
             continue
-        result.checked += 1
-        delta = s.top1_mean - b.top1_mean
-        if delta < -b.top1_tolerance:
-            result.failures.append(
-                f"top-1 regressed: {name}: {s.top1_mean:.2f} (mean of n={s.n}) vs baseline "
-                f"{b.top1_mean:.2f} (n={b.n}): {delta:+.2f} points, tolerance {b.top1_tolerance:.2f}")
-        elif delta > b.top1_tolerance:
-            result.warnings.append(
-                f"top-1 above baseline: {name}: {s.top1_mean:.2f} vs {b.top1_mean:.2f} ({delta:+.2f} "
-                f"points, tolerance {b.top1_tolerance:.2f}); if intended, refresh the baselines")
-        if s.params_trainable != b.params_trainable:
-            result.failures.append(
-                f"trainable parameters changed: {name}: {s.params_trainable:,} vs baseline "
-                f"{b.params_trainable:,} ({s.params_trainable - b.params_trainable:+,})")
-        if s.views != b.views:
-            result.failures.append(f"test views changed: {name}: {s.views} vs baseline {b.views}")
-        if _gflops_moved(s.gflops_per_view, b.gflops_per_view):
-            change = (f"{100 * (s.gflops_per_view / b.gflops_per_view - 1):+.2f}%"
-                      if b.gflops_per_view else "from 0")
-            result.failures.append(
-                f"GFLOPs per view changed: {name}: {s.gflops_per_view:g} vs baseline "
-                f"{b.gflops_per_view:g} ({change}, limit {100 * GFLOPS_RELATIVE_TOLERANCE:g}%)")
-    unrun = sorted(set(by_key) - fresh_keys)
+        _judge_accuracy(key, runs, b, result)
+        _judge_invariants(key, runs, b, probe_model(b), result)
+    checked_data = set()
+    for b in bset.baselines:
+        key = data_key(b.run_config)
+        if b.key in fresh and key in bset.data_probes and key not in checked_data:
+            checked_data.add(key)
+            result.failures += [f"{key}: {problem}" for problem in data_differences(probe_data(b), bset.data_probes[key])]
+    result.failures += _order_invariant(fresh, baselines)
+    unrun = sorted(set(baselines) - set(fresh))
     if unrun:
-        result.notes.append(f"{len(unrun)} baseline(s) had no fresh records: "
-                            + "; ".join(describe_key(k) for k in unrun))
+        result.notes.append(f"{len(unrun)} baseline(s) had no fresh records: " + "; ".join(map(describe_key, unrun)))
     return result
+
+
+def same_fingerprint(runs: Sequence[RunRecord], seeds: Sequence[SeedResult]) -> bool:
+    prints = {r.fingerprint.get("digest") for r in runs} | {s.fingerprint for s in seeds}
+    return len(prints) == 1 and None not in prints
+
+
+def _judge_accuracy(key: Key, runs: list[RunRecord], b: Baseline, result: GateResult) -> None:
+    name = describe_key(key)
+    by_seed = {s.seed: s for s in b.seeds}
+    paired = [(r, by_seed[r.seed]) for r in runs if r.seed in by_seed]
+    mean = statistics.fmean(r.top1 for r in runs)
+    fresh_text, base_text = f"{mean:.2f} (n={len(runs)})", f"{b.top1_mean:.2f} (n={b.n})"
+    if paired and same_fingerprint(runs, b.seeds):
+        moved = [f"seed {r.seed}: {field_name} {theirs!r} -> {ours!r}" for r, s in paired
+                 for field_name, ours, theirs in (("top1", r.top1, s.top1), ("top5", r.top5, s.top5),
+                                                  ("per_class_top1", r.per_class_top1, s.per_class_top1))
+                 if ours != theirs]
+        change = f"{mean - statistics.fmean(s.top1 for _, s in paired):+.2f}"
+        verdict = "FAIL" if moved else "ok"
+        why = f"same fingerprint, {len(paired)} seed(s) compared bit for bit"
+        result.rows.append(Row(name, "exact", fresh_text, base_text, change, "0", verdict, why))
+        if moved:
+            result.failures.append(f"numbers moved under the same fingerprint: {name}: " + "; ".join(moved)
+                                   + ". If the change is intended, refresh the baselines")
+        return
+    tolerance = K_SIGMAS * b.sigma * math.sqrt(1 / len(runs) + 1 / b.n)
+    delta = mean - b.top1_mean
+    verdict = "FAIL" if delta < -tolerance else "warn" if delta > tolerance else "ok"
+    why = (f"fingerprint differs; {K_SIGMAS:g} x sigma {b.sigma:.2f} x sqrt(1/{len(runs)} + 1/{b.n})"
+           if paired or b.seeds else "no baseline seeds")
+    result.rows.append(Row(name, "statistical", fresh_text, base_text, f"{delta:+.2f}", f"{tolerance:.2f}",
+                           verdict, why))
+    if verdict == "FAIL":
+        result.failures.append(f"top-1 regressed: {name}: {mean:.2f} (mean of n={len(runs)}) vs baseline "
+                               f"{b.top1_mean:.2f} (n={b.n}): {delta:+.2f} points, tolerance {tolerance:.2f}")
+    elif verdict == "warn":
+        result.warnings.append(f"top-1 above baseline: {name}: {delta:+.2f} points (tolerance {tolerance:.2f}); "
+                               "if intended, refresh the baselines")
+
+
+def _judge_invariants(key: Key, runs: list[RunRecord], b: Baseline, probes: ModelProbes,
+                      result: GateResult) -> None:
+    name = describe_key(key)
+    first = runs[0]
+    if first.params_trainable != b.params_trainable:
+        result.failures.append(f"trainable parameters changed: {name}: {first.params_trainable:,} vs baseline "
+                               f"{b.params_trainable:,} ({first.params_trainable - b.params_trainable:+,})")
+    if first.views != b.views:
+        result.failures.append(f"test views changed: {name}: {first.views} vs baseline {b.views}")
+    if _gflops_moved(first.gflops_per_view, b.gflops_per_view):
+        change = f"{100 * (first.gflops_per_view / b.gflops_per_view - 1):+.2f}%" if b.gflops_per_view else "from 0"
+        result.failures.append(f"GFLOPs per view changed: {name}: {first.gflops_per_view:g} vs baseline "
+                               f"{b.gflops_per_view:g} ({change}, limit {100 * GFLOPS_RELATIVE_TOLERANCE:g}%)")
+    result.failures += [f"{name}: {problem}" for problem in model_differences(probes, b.probes)]
 
 
 def _gflops_moved(fresh: float, baseline: float) -> bool:
     if baseline == 0:
         return fresh != 0
     return abs(fresh - baseline) > GFLOPS_RELATIVE_TOLERANCE * abs(baseline)
+
+
+def _order_invariant(fresh: dict[Key, list[RunRecord]], baselines: dict[Key, Baseline]) -> list[str]:
+    """On the motion task, whose classes are time-reversed pairs, a method that sees frame order must
+    beat every method that cannot (their frame sets are identically distributed within a pair)."""
+    means = {k: statistics.fmean(r.top1 for r in runs) for k, runs in fresh.items()
+             if k[1] == MOTION_TASK and k in baselines}
+    aware = {k: m for k, m in means.items() if baselines[k].probes.order_aware}
+    blind = {k: m for k, m in means.items() if not baselines[k].probes.order_aware}
+    if not aware or not blind:
+        return []
+    best_blind = max(blind, key=blind.get)
+    return [f"order invariant broken on {MOTION_TASK}: order-aware {describe_key(k)} ({m:.2f}) is not above "
+            f"order-blind {describe_key(best_blind)} ({blind[best_blind]:.2f})"
+            for k, m in sorted(aware.items()) if m <= blind[best_blind]]

@@ -6,11 +6,15 @@ record carries these facts. Gathering them never fails a run: an unknown value i
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,3 +79,97 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+# -- The environment fingerprint --------------------------------------------------------------------
+# Two runs of one config give bit-identical numbers exactly when these facts agree (checked: a fresh
+# venv from the lock on the same machine reproduces every record), so the gate compares records
+# exactly under an equal fingerprint and statistically otherwise (bench/gate).
+
+LOCK_FILE = REPO_ROOT / "lock" / "requirements.txt"
+# The distributions whose code computes the numbers: kernels (torch), decoding (decord, av), image
+# ops (numpy, pillow, torchvision), the model code (timm).
+NUMERIC_PACKAGES = ("torch", "torchvision", "numpy", "decord", "av", "timm", "pillow")
+
+
+def lock_digest() -> str:
+    """sha256 (16 hex) of lock/requirements.txt, or "no lock" outside a checkout."""
+    try:
+        return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "no lock"
+
+
+def locked_versions() -> dict[str, str]:
+    """name -> version pinned in the lock (lower-case names, as pip writes them)."""
+    try:
+        text = LOCK_FILE.read_text()
+    except OSError:
+        return {}
+    return dict(m.groups() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", text, re.M))
+
+
+def installed_off_lock() -> list[str]:
+    """``name installed X, lock Y`` for every numeric package whose installed version is not the
+    locked one: a record made off the lock must say so, whatever its lock hash."""
+    locked = {k.lower().replace("_", "-"): v for k, v in locked_versions().items()}
+    off = []
+    for name in NUMERIC_PACKAGES:
+        installed = _version(name)
+        pinned = locked.get(name)
+        if pinned is not None and not installed.startswith(pinned):  # torch reports 2.14.1+cu130
+            off.append(f"{name} installed {installed}, lock {pinned}")
+    return off
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_facts() -> dict[str, str]:
+    facts = {"vendor": platform.processor() or "unknown", "model": _cpu_model()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                facts["vendor"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    # The widest vector ISA torch's CPU kernels dispatch to (float sums are ordered by it).
+    facts["isa"] = torch.backends.cpu.get_cpu_capability()
+    return facts
+
+
+def _backend_settings() -> dict[str, Any]:
+    """The torch switches that change float results."""
+    settings: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "mkldnn": bool(torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()),
+    }
+    if torch.cuda.is_available():
+        settings.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
+                        cudnn_deterministic=torch.backends.cudnn.deterministic,
+                        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                        matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return settings
+
+
+def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
+    """The facts that decide a run's float results, with their digest under "digest"."""
+    facts: dict[str, Any] = {
+        "lock": lock_digest(), "off_lock": installed_off_lock(), "python": platform.python_version(),
+        "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
+        "torch_cuda": torch.version.cuda or "cpu build", "cpu": _cpu_facts(), "backends": _backend_settings(),
+        "device": "cpu" if device is None else device.type,
+    }
+    if device is not None and device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        facts.update(gpu=props.name, gpu_capability=f"{props.major}.{props.minor}",
+                     cudnn=torch.backends.cudnn.version())
+    blob = json.dumps(facts, sort_keys=True, separators=(",", ":"))
+    return {**facts, "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}

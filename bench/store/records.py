@@ -54,6 +54,7 @@ class RunRecord:
     hardware: dict[str, Any]
     created_at: str
     per_class_top1: list[float] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # provenance.fingerprint(); {} in older records
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -71,6 +72,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "params_trainable": (int,), "params_total": (int,), "gflops_per_view": (float, int),
     "views": (int,), "wall_time_s": (float, int), "throughput_clips_per_s": (float, int),
     "peak_memory_bytes": (int,), "broken_videos": (int,), "git_commit": (str,), "git_dirty": (bool,),
+    "fingerprint": (dict,),
     "packages": (dict,), "hardware": (dict,), "created_at": (str,), "per_class_top1": (list,),
     "extra": (dict,), "schema_version": (int,),
 }
