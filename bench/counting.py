@@ -14,14 +14,20 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from fvcore.nn import FlopCountAnalysis, parameter_count
-from fvcore.nn.jit_handles import get_shape
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts its focal loss at import, which torch >= 2.10 reports as deprecated on every
+    # command; nothing here uses it.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis, parameter_count
+    from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from bench.atomic import atomic_write

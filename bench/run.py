@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         dry_run(runs, facts)
         return 0
-    from bench.launch.submit import launch
+    from bench.launch.submit import SubmissionRefused, launch
     from bench.store.records import find_record
     todo = runs if args.force else [cfg for cfg in runs if not find_record(args.results, cfg.hash())]
     if len(todo) < len(runs):
@@ -105,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for reference in sorted({cfg.weights for cfg in todo if (cfg.weights or "").startswith("pretrain:")}):
         from bench.engine.pretrain import ensure_pretrained
         ensure_pretrained(reference)
-    reports = launch(todo, args.results, execution, options)
+    try:
+        reports = launch(todo, args.results, execution, options)
+    except SubmissionRefused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     missing = [cfg.name for cfg in todo if not find_record(args.results, cfg.hash())]
     print(f"\n{len(todo) - len(missing)} of {len(todo)} runs finished in {time.perf_counter() - started:.0f} s")
     for report in reports:

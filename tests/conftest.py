@@ -15,3 +15,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_cuda)
+
+
+@pytest.fixture(scope="session")
+def world_cache(tmp_path_factory):
+    """One BENCH_CACHE for every test that runs bench.run on the default synthetic world (generated
+    once per session, about a minute on 2 cores, instead of once per test)."""
+    return tmp_path_factory.mktemp("cache")

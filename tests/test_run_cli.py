@@ -80,7 +80,8 @@ def test_dry_run_prints_design_counts_without_data_or_weights(isolated, capsys):
 
 
 @pytest.mark.slow
-def test_small_grid_through_the_cli(isolated, capsys):
+def test_small_grid_through_the_cli(isolated, world_cache, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(world_cache))
     results = isolated / "results"
     argv = ["--datasets", "synth_motion", "--methods", "linear_probe,st_adapter", "--backbone", "vit_tiny_test",
             "--weights", "random", "--recipe", "synth", "--seeds", "2", "--epochs", "1", "--batch-size", "64",

@@ -22,9 +22,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import av
-from tqdm import tqdm
 
 from bench.atomic import atomic_write
+from bench.progress import progress_bar
 
 from .dataset import read_index
 from .listfile import VideoEntry, write_list
@@ -120,7 +120,7 @@ def prepare(dataset: str, root: str | Path | None, out: Path, splits: tuple[str,
                 jobs[str(entry.path)] = (str(entry.path), str(prepared_path(entry, base, out)), settings)
     todo = [job for path, job in jobs.items() if path not in log.done]
     with log, get_context("fork").Pool(workers) as pool:
-        for result in tqdm(pool.imap_unordered(_prepare_one, todo, chunksize=1), total=len(jobs),
+        for result in progress_bar(pool.imap_unordered(_prepare_one, todo, chunksize=1), total=len(jobs),
                            initial=len(jobs) - len(todo), desc=f"prepare {dataset}", disable=not progress):
             log.append(result)
     copy_annotations(base, out)

@@ -13,7 +13,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import decord
-from tqdm import tqdm
+
+from bench.progress import progress_bar
 
 from .dataset import read_index
 from .listfile import VideoEntry, write_list, write_text_atomic
@@ -49,7 +50,7 @@ def scan(dataset: str, split: str, root: str | Path | None, out: Path, workers: 
     log = ProgressLog(out / f"scan_{split}.progress.jsonl")
     todo = [path for path in paths if path not in log.done]
     with log, get_context("fork").Pool(workers) as pool:
-        for result in tqdm(pool.imap_unordered(check_video, todo, chunksize=1), total=len(paths),
+        for result in progress_bar(pool.imap_unordered(check_video, todo, chunksize=1), total=len(paths),
                            initial=len(paths) - len(todo), desc=f"scan {dataset} {split}", disable=not progress):
             log.append(result)
     readable = [VideoEntry(Path(e.path), e.label) for e in index.entries if log.done[str(e.path)]["ok"]]

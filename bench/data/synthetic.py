@@ -24,9 +24,9 @@ from pathlib import Path
 import av
 import decord
 import numpy as np
-from tqdm import tqdm
 
 from bench.atomic import atomic_directory
+from bench.progress import progress_bar
 
 from .listfile import VideoEntry, write_list, write_text_atomic
 
@@ -335,7 +335,7 @@ def ensure_synthetic(task: str, config: SynthConfig | None = None, root: str | P
             folder.mkdir(parents=True)
             entries = []
             count = per_class * len(names)
-            for i in tqdm(range(count), desc=f"generating {task} {split}", disable=not progress, leave=False):
+            for i in progress_bar(range(count), desc=f"generating {task} {split}", disable=not progress, leave=False):
                 label = i % len(names)
                 rng = np.random.default_rng([config.seed, TASKS.index(task), split_id, i])
                 path = folder / f"{i:06d}.mp4"

@@ -39,3 +39,9 @@ class Progress:
     broken: set = field(default_factory=set)  # ("train" | "val", sample index) of replaced videos
     attempts: int = 1
     earlier_wall_time_s: float = 0.0
+    step_in_epoch: int = 0  # optimizer steps finished in the current epoch (a stop can come mid-epoch)
+    epoch_loss_sum: float = 0.0  # this rank's summed step losses of the current epoch
+
+    def finish_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch, self.epoch_loss_sum = 0, 0.0

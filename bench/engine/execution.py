@@ -1,6 +1,7 @@
 """How a run executes (devices, micro-batch, workers, threads): never what it computes."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -11,6 +12,14 @@ class Execution:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     batch_per_device: int | None = None  # micro-batch; None: global batch / world size (no accumulation)
     num_workers: int = 0
-    threads: int | None = None  # torch CPU threads in this process
+    threads: int | None = None  # torch CPU threads in this process; None: the SLURM job's cpus_per_task
     progress: bool = True
     keep_checkpoint: bool = False  # a finished run's checkpoint is deleted once its record is written
+
+    def torch_threads(self) -> int | None:
+        """The thread count to set: the asked one, else inside a SLURM job its ``--cpus-per-task`` (torch
+        would otherwise take every core of the node and oversubscribe it), else torch's default."""
+        if self.threads:
+            return self.threads
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        return int(cpus) if cpus.isdigit() and int(cpus) > 0 else None

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.seeding import epoch_order
+from bench.progress import progress_bar
 
 AUGMENTATION = "none: features of fixed test-style views, extracted once per view"
 
@@ -72,7 +72,7 @@ def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     features, labels = [], []
-    for batch in tqdm(loader, desc="features", disable=not progress, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="features", disable=not progress):
         video = batch["video"]
         if video.dim() == 5:
             video = video.unsqueeze(1)

@@ -20,7 +20,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from bench.config import RunConfig
 from bench.engine.batching import StepPlan, replaced_indices, train_batches
@@ -30,8 +29,10 @@ from bench.engine.distributed import DistContext, all_reduce, all_union, init_di
 from bench.engine.evaluate import evaluate
 from bench.engine.execution import Execution
 from bench.engine.optim import Optimisation, autocast_dtype
+from bench.engine.preemption import STOPS
 from bench.engine.record import make_record
 from bench.engine.seeding import loader_generator, seed_everything
+from bench.progress import progress_bar
 from bench.store.records import RunRecord, write_record
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ def execute_run(cfg: RunConfig, results_dir: Path | str, execution: Execution = 
     interrupt a run).
     """
     started = time.perf_counter()
-    if execution.threads:
-        torch.set_num_threads(execution.threads)
+    threads = execution.torch_threads()
+    if threads:
+        torch.set_num_threads(threads)
     ctx = init_distributed(execution)
     folder = work_dir(results_dir, cfg)
     if ctx.is_main:
@@ -114,36 +116,40 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         opt.load_state_dict(state)
         progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"])})
         progress.attempts += 1
-        logger.info("resumed from %s at epoch %d (attempt %d)", checkpoint_path, progress.epoch, progress.attempts)
+        logger.info("resumed from %s at step %d (epoch %d, step %d of it; attempt %d)", checkpoint_path,
+                    state["step"], progress.epoch + 1, progress.step_in_epoch, progress.attempts)
     logger.info("steps/epoch %d, global batch %d = %d ranks x %d accumulation x %d clips, peak lr %.3g",
                 steps_per_epoch, plan.global_batch, plan.world_size, plan.accumulation, plan.micro_batch,
                 cfg.peak_lr)
 
     loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
                        worker_init_fn=loader_worker_init())
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=progress.epoch * steps_per_epoch,
-               desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress), dynamic_ncols=True,
-               mininterval=1.0)
+    def save(reason: str = "end of epoch") -> None:
+        """The checkpoint of the last finished step (rank 0; DDP keeps every rank's weights equal)."""
+        if not ctx.is_main:
+            return
+        elapsed = progress.earlier_wall_time_s + time.perf_counter() - started  # earlier, for a resumed attempt
+        step = progress.epoch * steps_per_epoch + progress.step_in_epoch
+        save_checkpoint(checkpoint_path, {"config_hash": cfg.hash(), "step": step, **opt.state_dict(),
+                                          "progress": {**dataclasses.asdict(progress), "earlier_wall_time_s": elapsed}})
+        logger.info("checkpoint at step %d (epoch %d, step %d of %d): %s", step, progress.epoch + 1,
+                    progress.step_in_epoch, steps_per_epoch, reason)
+
+    bar = progress_bar(total=recipe.epochs * steps_per_epoch,
+                       initial=progress.epoch * steps_per_epoch + progress.step_in_epoch,
+                       desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress))
     for epoch in range(progress.epoch, recipe.epochs):
         _set_epoch(train_set, epoch)
         batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, **loader_args,
-                                             generator=loader_generator(cfg.seed, epoch))
-        epoch_started = time.perf_counter()
-        loss_sum, broken = _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback,
-                                        epoch * steps_per_epoch)
-        progress.train_time_s += time.perf_counter() - epoch_started
-        progress.clips_seen += steps_per_epoch * recipe.batch_size
-        progress.broken |= {("train", i) for i in broken}
-        progress.epoch = epoch + 1
-        mean_loss = all_reduce(torch.tensor([loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches[progress.step_in_epoch * plan.accumulation:],
+                                             **loader_args, generator=loader_generator(cfg.seed, epoch))
+        _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
+                     epoch * steps_per_epoch, save)
+        mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+        progress.finish_epoch()
         logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
                     recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
-        if ctx.is_main:  # a resumed attempt counts this one's time as earlier wall time
-            elapsed = progress.earlier_wall_time_s + time.perf_counter() - started
-            save_checkpoint(checkpoint_path, {
-                "config_hash": cfg.hash(), "step": progress.epoch * steps_per_epoch, **opt.state_dict(),
-                "progress": {**dataclasses.asdict(progress), "earlier_wall_time_s": elapsed}})
+        save()
     bar.close()
 
     metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
@@ -178,14 +184,16 @@ def _set_epoch(dataset, epoch: int) -> None:
 
 
 def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
-                 bar, step_callback: StepCallback | None, first_step: int) -> tuple[float, set[int]]:
-    """One epoch; returns this rank's summed step losses and the indices of replaced (broken) samples."""
+                 bar, step_callback: StepCallback | None, progress: Progress, epoch_start_step: int,
+                 save: Callable[[], None]) -> None:
+    """The rest of an epoch (all of it unless resumed mid-epoch); ``progress`` advances at every
+    optimizer step, where a pending stop request is honoured (bench.engine.preemption)."""
     model.train()
-    loss_sum, broken, step = 0.0, set(), first_step
     micro_batches = iter(loader)
+    timer = time.perf_counter()
     for _ in range(len(loader) // plan.accumulation):
         opt.optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss, broken = 0.0, set()
         for micro in range(plan.accumulation):
             batch = next(micro_batches)
             broken.update(replaced_indices(batch))
@@ -199,12 +207,18 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
         opt.scheduler.step()
-        step += 1
-        loss_sum += step_loss
+        progress.step_in_epoch += 1
+        progress.epoch_loss_sum += step_loss
+        progress.clips_seen += plan.global_batch
+        progress.broken |= {("train", i) for i in broken}
+        progress.train_time_s += time.perf_counter() - timer
+        timer = time.perf_counter()
+        step = epoch_start_step + progress.step_in_epoch
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
         if step_callback is not None:
             step_callback(step)
-    return loss_sum, broken
+        if STOPS.pending:
+            STOPS.honour(lambda: save(f"stop requested by {STOPS.signal_name}"))

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from tqdm import tqdm
 
 from bench.atomic import atomic_directory
 from bench.data.spec import CLIP_MEAN, CLIP_STD
 from bench.data.synthetic import cache_root, make_stills
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.seeding import seed_everything
+from bench.progress import progress_bar
 from methods import BackboneConfig, FrameEncoder, register_backbone
 
 PRETRAIN_VERSION = 1  # bump when the training code changes what it produces
@@ -146,8 +146,8 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[StillsClassifier, dict]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(cfg.seed)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"pre-training {cfg.backbone.name} on synth stills",
-               disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    bar = progress_bar(total=cfg.epochs * steps_per_epoch, desc=f"pre-training {cfg.backbone.name} on synth stills",
+               disable=not progress)
     model.train()
     for _ in range(cfg.epochs):
         order = torch.randperm(len(train_x), generator=generator)

@@ -8,6 +8,8 @@ the log paths in the error; the other runs and jobs go on.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
@@ -17,11 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import submitit
-from tqdm import tqdm
 
 from bench.config import RunConfig
 from bench.engine.execution import Execution
 from bench.engine.loop import LOG_NAME, execute_run, work_dir
+from bench.engine.preemption import STOPS
+from bench.progress import progress_bar
 from bench.store.records import find_record
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,10 @@ SUBMITIT_SUBDIR = "submitit"
 
 class RunFailures(RuntimeError):
     """Some runs of a job failed; the message names each run, its error and its log file."""
+
+
+class SubmissionRefused(RuntimeError):
+    """The scheduler refused the jobs (sbatch's own reason in the message): bad input, exit code 2."""
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -50,8 +57,12 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> list[str]:
         _export_distributed_env()
+        if _in_slurm_job():
+            STOPS.install()  # save at the next finished step when SLURM says stop (bench.engine.preemption)
         failures = []
         for cfg in self.runs:
+            if STOPS.pending:  # the stop came while the previous run evaluated: it finished, requeue now
+                STOPS.honour(None)
             if cfg.name in self.finished or (not self.force and find_record(self.results_dir, cfg.hash())):
                 continue
             try:
@@ -65,6 +76,13 @@ class RunJob(submitit.helpers.Checkpointable):
         if failures:
             raise RunFailures(f"{len(failures)} of {len(self.runs)} runs failed:\n" + "\n".join(failures))
         return sorted(self.finished)
+
+
+def _in_slurm_job() -> bool:
+    try:
+        return submitit.JobEnvironment().cluster == "slurm"
+    except RuntimeError:  # not inside a submitit job
+        return False
 
 
 def _export_distributed_env() -> None:
@@ -146,8 +164,13 @@ def launch(runs: Sequence[RunConfig], results_dir: Path, execution: Execution,
     if options.executor == "debug":
         jobs = [executor.submit(fn) for fn in job_fns]
     else:
-        with executor.batch():
-            jobs = [executor.submit(fn) for fn in job_fns]
+        try:
+            # submitit echoes sbatch's stderr before raising; the error below says it once, in one line
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+                jobs = [executor.submit(fn) for fn in job_fns]
+        except submitit.core.utils.FailedJobError as err:  # sbatch exited non-zero: nothing was queued
+            raise SubmissionRefused(f"the {options.executor} scheduler refused the {len(job_fns)} job(s): "
+                                    f"{' '.join(str(err).split())}; fix the SLURM profile (slurm/README.md)") from None
     print(f"submitted {len(runs)} runs as {len(jobs)} {options.executor} job(s); job logs under "
           f"{folder.parent}, run logs under {Path(results_dir) / 'work'}/<run>/{LOG_NAME}", flush=True)
     return wait(jobs, chunks, results_dir, options)
@@ -158,7 +181,7 @@ def wait(jobs: list, chunks: list[list[RunConfig]], results_dir: Path, options: 
     total = sum(len(c) for c in chunks)
     pending = {cfg.hash() for chunk in chunks for cfg in chunk}
     reports: dict[int, JobReport] = {}
-    with tqdm(total=total, desc="runs", unit="run", dynamic_ncols=True, mininterval=1.0) as bar:
+    with progress_bar(total=total, desc="runs", unit="run") as bar:
         while len(reports) < len(jobs):
             for i, job in enumerate(jobs):
                 if i in reports:
@@ -166,7 +189,7 @@ def wait(jobs: list, chunks: list[list[RunConfig]], results_dir: Path, options: 
                 if options.executor == "debug" or job.done():
                     reports[i] = _report(job, chunks[i])
                     if not reports[i].ok:
-                        tqdm.write(_describe_failure(reports[i]))
+                        bar.write(_describe_failure(reports[i]))
             done = {h for h in pending if find_record(results_dir, h)}
             bar.update(len(done))
             pending -= done

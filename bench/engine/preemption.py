@@ -1,0 +1,67 @@
+"""Stopping a job without losing a finished optimizer step.
+
+SLURM tells a job to stop with SIGUSR2 (preemption, or 90 s before the time limit; submitit then
+checkpoints the job and requeues it) or SIGTERM (``scontrol requeue``, ``scancel``: submitit only
+logs it, and SIGKILL follows ``KillWait`` seconds later). A signal can arrive in the middle of an
+optimizer step, when parameters, optimizer moments and the schedule are half updated, so nothing
+is saved from the handler itself: the handler records the request, the training loop honours it at
+the next step boundary (saving the run's checkpoint there, at most one step later), and only then is
+the job's original handler called (submitit's requeue for SIGUSR2; for SIGTERM the process waits to
+be killed, so it neither reports itself finished nor trains on).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+KILL_WAIT_S = 120.0  # SLURM's KillWait is 30 s by default; after that long, give up waiting
+
+
+class StopRequests:
+    """Stop signals noted by a handler, taken at the next safe point of the job's main loop."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._frame: FrameType | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        """Catch the stop signals in this (main) thread, keeping the handlers already there (submitit's)."""
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("caught %s: the run saves at its next step boundary and stops", signal.Signals(signum).name)
+        self.signum, self._frame = signum, frame
+
+    @property
+    def pending(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "nothing"
+
+    def honour(self, save: Callable[[], None] | None) -> None:
+        """Save (if a run is in progress), then hand the signal to the handler that was there before."""
+        signum, frame = self.signum, self._frame
+        self.signum = self._frame = None
+        if save is not None:
+            save()
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)  # submitit: checkpoint the job, requeue it, exit
+        if signum == signal.SIGTERM:
+            log.warning("saved; waiting for SLURM to stop the job")
+            time.sleep(KILL_WAIT_S)
+            raise SystemExit(1)
+
+
+STOPS = StopRequests()
