@@ -128,6 +128,21 @@ def test_sigma_pools_the_seeds_with_the_dataset_and_the_measured_drift(committed
     assert len(drifts) == 4 and all(d["delta"] == pytest.approx(0.5) for d in drifts.values())
     # every configuration's seeds are {x, x + 0.5, x + 3} (the drift's the same + 0.5): variance 31/12
     assert all(b.sigma == pytest.approx((31 / 12) ** 0.5, abs=1e-4) for b in bset.baselines)
+    assert bset.calibration["environment_sigma"] == 0.0  # a 0.5 shift is within what seeds explain
+
+
+def test_a_shared_environment_shift_widens_the_tolerance(committed: Path, tmp_path: Path):
+    drift = fresh_records(tmp_path, committed, lambda r: dataclasses.replace(r, top1=r.top1 - 3.0), OTHER_ENV)
+    out = tmp_path / "calibrated.json"
+    assert check.main(["--results", str(committed), "--baselines", str(out), "--write-baselines",
+                       "--drift", str(drift)]) == 0
+    calibration = load_baselines(out).calibration
+    # E[delta^2] = sigma^2 (1/3 + 1/3) + environment_sigma^2, with every delta -3 and sigma^2 = 31/12
+    assert calibration["environment_sigma"] == pytest.approx((9 - 31 / 12 * 2 / 3) ** 0.5, abs=1e-4)
+    assert all(d["z"] < 0 for d in calibration["drift"])
+    # the measured change itself passes the statistical mode it calibrated
+    shutil.copy(out, committed / BASELINES_NAME)
+    assert gate(drift, committed) == 0
 
 
 def test_deterministic_facts_fail_in_either_mode(committed: Path, tmp_path: Path, capsys):

@@ -13,7 +13,6 @@ synth_motion every order-aware method above every order-blind one.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -27,6 +26,7 @@ from bench.gate.baselines import (
     SeedResult,
     describe_key,
     group,
+    standard_error,
 )
 from bench.gate.probes import ModelProbes, data_differences, data_key, model_differences
 from bench.store.records import RunRecord
@@ -79,7 +79,7 @@ def compare(records: Sequence[RunRecord], bset: BaselineSet, probe_model: ModelP
             result.warnings.append(f"no baseline for {describe_key(key)}; once its numbers are trusted, add it "
                                    "with `python -m bench.check --write-baselines`")
             continue
-        _judge_accuracy(key, runs, b, result)
+        _judge_accuracy(key, runs, b, bset.calibration.get("environment_sigma", 0.0), result)
         _judge_invariants(key, runs, b, probe_model(b), result)
     checked_data = set()
     for b in bset.baselines:
@@ -99,7 +99,8 @@ def same_fingerprint(runs: Sequence[RunRecord], seeds: Sequence[SeedResult]) -> 
     return len(prints) == 1 and None not in prints
 
 
-def _judge_accuracy(key: Key, runs: list[RunRecord], b: Baseline, result: GateResult) -> None:
+def _judge_accuracy(key: Key, runs: list[RunRecord], b: Baseline, environment_sigma: float,
+                    result: GateResult) -> None:
     name = describe_key(key)
     by_seed = {s.seed: s for s in b.seeds}
     paired = [(r, by_seed[r.seed]) for r in runs if r.seed in by_seed]
@@ -118,11 +119,11 @@ def _judge_accuracy(key: Key, runs: list[RunRecord], b: Baseline, result: GateRe
             result.failures.append(f"numbers moved under the same fingerprint: {name}: " + "; ".join(moved)
                                    + ". If the change is intended, refresh the baselines")
         return
-    tolerance = K_SIGMAS * b.sigma * math.sqrt(1 / len(runs) + 1 / b.n)
+    tolerance = K_SIGMAS * standard_error(b.sigma, len(runs), b.n, environment_sigma)
     delta = mean - b.top1_mean
     verdict = "FAIL" if delta < -tolerance else "warn" if delta > tolerance else "ok"
-    why = (f"fingerprint differs; {K_SIGMAS:g} x sigma {b.sigma:.2f} x sqrt(1/{len(runs)} + 1/{b.n})"
-           if paired or b.seeds else "no baseline seeds")
+    why = (f"fingerprint differs: {K_SIGMAS:g} x sqrt({b.sigma:.2f}^2 (1/{len(runs)} + 1/{b.n}) + "
+           f"{environment_sigma:.2f}^2)")
     result.rows.append(Row(name, "statistical", fresh_text, base_text, f"{delta:+.2f}", f"{tolerance:.2f}",
                            verdict, why))
     if verdict == "FAIL":
