@@ -111,6 +111,18 @@ def test_list_file_splits_at_last_space(tmp_path):
         read_index("list", "val", tmp_path)
 
 
+def test_video_ids_are_annotation_names_or_relative_paths(k400_root, ssv2_root, tmp_path):
+    """Ids pair predictions across copies: no absolute path, no folder layout, no container suffix."""
+    # train is nested by label, val flat: the ids are the clip stems either way
+    assert read_index("k400", "train", k400_root).video_ids()[:2] == ["aaa111_000010_000020", "aab222_000000_000010"]
+    assert read_index("k400", "val", k400_root).video_ids() == [
+        "vvv111_000003_000013", "vvv222_000100_000110", "gone00_000000_000010"]  # the missing clip too
+    assert read_index("ssv2", "val", ssv2_root).video_ids() == ["900"]
+    (tmp_path / "my videos").mkdir()
+    (tmp_path / "val.txt").write_text("my videos/clip one.mp4 0\nother.webm 1\n")
+    assert build_dataset("list", "val", SPEC, False, tmp_path).video_ids == ["my videos/clip one", "other"]
+
+
 def test_root_from_env_and_config_file(k400_root, tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_K400_ROOT", raising=False)
     monkeypatch.setenv("BENCH_CONFIG", str(tmp_path / "datasets.yaml"))
@@ -146,6 +158,7 @@ def test_prepared_copies_read_like_the_originals(k400_root, ssv2_root, tmp_path)
             assert prepared.class_names == original.class_names
             assert [e.label for e in prepared.entries] == [e.label for e in original.entries]
             assert len(prepared.missing) == len(original.missing)
+            assert prepared.video_ids() == original.video_ids()
             assert all(e.path.suffix == ".mp4" and str(e.path).startswith(str(tmp_path)) for e in prepared.entries
                        if e.path not in prepared.missing)
     sample = build_dataset("ssv2", "train", SPEC, True, tmp_path / "ssv2")[0]

@@ -38,6 +38,7 @@ class VideoDataset(Dataset):
                  seed: int = 0, frame_cache: bool = False):
         self.name, self.split, self.clip, self.train, self.seed = name, split, clip, train, seed
         self.source_list = index.entries
+        self.video_ids = index.video_ids()
         self.class_names = index.class_names
         self.num_classes = len(index.class_names)
         self.annotation = index.annotation

@@ -48,15 +48,16 @@ def read_kinetics(split: str, root: str | Path | None) -> DatasetIndex:
     if video_dir is None:
         raise fail(f"no video folder for split '{split}' (tried {', '.join(VIDEO_DIRS[split])})")
     by_stem = index_videos_by_stem(video_dir)
-    entries, missing = [], []
+    entries, missing, ids = [], [], []
     for row in rows:
         stem = clip_stem(row["youtube_id"], row["time_start"], row["time_end"])
+        ids.append(stem)
         path = by_stem.get(stem) or by_stem.get(row["youtube_id"])
         if path is None:
             path = video_dir / row["label"] / f"{stem}.mp4"
             missing.append(path)
         entries.append(VideoEntry(path, class_index[row["label"]]))
-    return DatasetIndex(entries, class_names, base, csv_path, missing)
+    return DatasetIndex(entries, class_names, base, csv_path, missing, ids)
 
 
 def _find_first(base: Path, names: tuple[str, ...]) -> Path | None:

@@ -35,6 +35,8 @@ class DatasetIndex:
 
     Missing clips stay in ``entries`` (so the dataset has the size its annotations say and every
     copy indexes the same way); the dataset replaces them like any other broken video.
+    ``ids`` names each entry the way its annotations do (Kinetics clip stems, SSv2 ids), for readers
+    whose annotations name videos; see ``video_ids``.
     """
 
     entries: list[VideoEntry]
@@ -42,6 +44,19 @@ class DatasetIndex:
     root: Path
     annotation: Path
     missing: list[Path] = field(default_factory=list)
+    ids: list[str] | None = None
+
+    def video_ids(self) -> list[str]:
+        """A name per entry that is the same on every copy of the dataset and never an absolute path.
+
+        Per-video predictions of two copies are paired by these names, so they must not depend on
+        where a copy is mounted, how its folders are laid out (Kinetics nested or flat) or which
+        container it was re-encoded to (``bench.data prepare``): annotation names where the
+        annotations have them, else the path relative to the root without its suffix.
+        """
+        if self.ids is not None:
+            return list(self.ids)
+        return [Path(os.path.relpath(e.path, self.root)).with_suffix("").as_posix() for e in self.entries]
 
 
 def parse_list(path: Path, root: Path) -> list[VideoEntry]:

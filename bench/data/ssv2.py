@@ -44,7 +44,7 @@ def read_ssv2(split: str, root: str | Path | None) -> DatasetIndex:
 
     video_dir = next((base / d for d in VIDEO_DIRS if (base / d).is_dir()), base)
     by_stem = index_videos_by_stem(video_dir)
-    entries, missing = [], []
+    entries, missing, ids = [], [], []
     for number, item in enumerate(_load_json(split_path, list, fail)):
         try:
             video_id, label = str(item["id"]), labels[template_to_label(item["template"])]
@@ -56,7 +56,8 @@ def read_ssv2(split: str, root: str | Path | None) -> DatasetIndex:
             path = video_dir / f"{video_id}.webm"
             missing.append(path)
         entries.append(VideoEntry(path, int(label)))
-    return DatasetIndex(entries, class_names, base, split_path, missing)
+        ids.append(video_id)
+    return DatasetIndex(entries, class_names, base, split_path, missing, ids)
 
 
 def _find_json(base: Path, key: str, fail) -> Path:
