@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from bench.config import SYNTH, RunConfig
@@ -45,10 +47,18 @@ def trained(weights: dict[str, torch.Tensor]) -> bool:
 
 def assert_ddp_matches_single(cfg: RunConfig, single, two_dir: Path, one_dir: Path) -> None:
     """A 2-process run with micro-batch 4 equals the 1-process run: metrics exactly, weights to 1e-5."""
+    from bench.store.predictions import load_predictions
     from bench.store.records import load_records
     [ddp] = load_records(two_dir)
     assert ddp.extra["world_size"] == 2 and ddp.extra["micro_batch"] == 4
     assert same_metrics(single, ddp)
+    # the ranks' per-video rows come back whole and in dataset order, as one process has them
+    mine, theirs = load_predictions(one_dir, single), load_predictions(two_dir, ddp)
+    for name in ("video_ids", "labels", "source_index", "topk_index"):
+        assert (getattr(mine, name) == getattr(theirs, name)).all(), name
+    assert np.allclose(mine.topk_prob, theirs.topk_prob, atol=1e-5)
+    assert ddp.curves["train"]["loss"] == pytest.approx(single.curves["train"]["loss"], rel=1e-5)
+    assert ddp.curves["eval"] == single.curves["eval"]
     w_one, w_two = final_weights(one_dir, cfg), final_weights(two_dir, cfg)
     assert trained(w_one)
     assert all(torch.allclose(w_one[k], w_two[k], atol=1e-5) for k in w_one)

@@ -5,9 +5,13 @@ appearance vs motion), not measurements.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
+from bench.store.predictions import Predictions, write_predictions
 from bench.store.records import RunRecord, write_record
 
 BACKBONE = "synth_vit"
@@ -42,13 +46,50 @@ def make_record(method: str, dataset: str, seed: int, top1: float, *, backbone: 
     )
 
 
-def write_suite(results_dir: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> list[RunRecord]:
-    """Every method in METHODS on both synthetic tasks, each seed a little apart."""
+def make_predictions(correct, num_classes: int = 10, ids: list[str] | None = None) -> Predictions:
+    """Per-video rows in which exactly the videos flagged in ``correct`` are right at top-1."""
+    correct = np.asarray(correct, dtype=bool)
+    n = len(correct)
+    labels = np.arange(n) % num_classes
+    top1 = np.where(correct, labels, (labels + 1) % num_classes)
+    k = min(5, num_classes)
+    return Predictions(
+        video_ids=np.asarray(ids if ids is not None else [f"videos/val/{i:06d}" for i in range(n)], dtype=str),
+        labels=labels, source_index=np.arange(n), topk_index=np.stack([(top1 + j) % num_classes for j in range(k)], 1),
+        topk_prob=np.tile(np.linspace(0.5, 0.1, k, dtype=np.float32), (n, 1)))
+
+
+def attach_predictions(results_dir: Path, record: RunRecord, predictions: Predictions) -> RunRecord:
+    """Write ``predictions`` beside the record and the record with its top-1/top-5 taken from them."""
+    meta = write_predictions(results_dir, record.stem, predictions, record.config_hash)
+    record = dataclasses.replace(record, predictions=meta, top1=100.0 * predictions.top1_correct.mean(),
+                                 top5=100.0 * predictions.top5_correct.mean(),
+                                 extra={**record.extra, "val_videos": predictions.videos})
+    write_record(results_dir, record)
+    return record
+
+
+def chosen_right(n_videos: int, top1: float, key: str) -> np.ndarray:
+    """``top1`` % of ``n_videos`` right, which ones fixed by ``key``."""
+    right = round(top1 * n_videos / 100)
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    correct = np.zeros(n_videos, dtype=bool)
+    correct[rng.permutation(n_videos)[:right]] = True
+    return correct
+
+
+def write_suite(results_dir: Path, seeds: tuple[int, ...] = (0, 1, 2), videos: int | None = None) -> list[RunRecord]:
+    """Every method in METHODS on both synthetic tasks, each seed a little apart; with ``videos``,
+    each record has per-video outputs on that many videos (top-1 as the record says)."""
     records = []
     for method, (_, _, appearance, motion) in METHODS.items():
         for dataset, top1 in (("synth_appearance", appearance), ("synth_motion", motion)):
             for seed in seeds:
                 record = make_record(method, dataset, seed, top1 + 0.75 * seed - 0.5 * (seed % 2))
-                write_record(results_dir, record)
+                if videos is None:
+                    write_record(results_dir, record)
+                else:
+                    record = attach_predictions(results_dir, record, make_predictions(
+                        chosen_right(videos, record.top1, record.stem)))
                 records.append(record)
     return records

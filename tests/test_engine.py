@@ -9,6 +9,7 @@ from bench.engine.batching import StepPlan, train_batches
 from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
 from bench.engine.optim import WarmupCosine, make_optimizer
+from bench.store.predictions import load_predictions
 from bench.store.records import load_records
 from tests.engine_helpers import final_weights, same_metrics, tiny_run, trained
 
@@ -64,10 +65,14 @@ def test_ranks_share_out_exactly_the_single_process_steps():
 
 
 def test_same_run_twice_gives_identical_metrics_and_weights(tmp_path, data_root):
+    """... also when one of them evaluates only at the end and logs every step: watching changes nothing."""
     cfg = tiny_run(data_root)
     a = execute_run(cfg, tmp_path / "a", Execution(progress=False, keep_checkpoint=True))
-    b = execute_run(cfg, tmp_path / "b", Execution(progress=False, keep_checkpoint=True))
-    assert same_metrics(a, b)
+    b = execute_run(cfg, tmp_path / "b", Execution(progress=False, keep_checkpoint=True, evaluations=1, log_every=1))
+    assert same_metrics(a, b) and a.predictions["sha256"] == b.predictions["sha256"]
+    assert len(a.curves["eval"]["step"]) == 3 and len(b.curves["eval"]["step"]) == 1
+    assert a.curves["train"]["step"] == b.curves["train"]["step"] == list(range(1, 7))
+    assert a.curves["train"]["loss"] == b.curves["train"]["loss"]
     wa, wb = final_weights(tmp_path / "a", cfg), final_weights(tmp_path / "b", cfg)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert trained(wa)
@@ -91,6 +96,9 @@ def test_run_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, data_root):
     resumed = execute_run(cfg, tmp_path / "cut", Execution(progress=False, keep_checkpoint=True))
     assert resumed.extra["attempts"] == 2
     assert same_metrics(resumed, reference)
+    for part, columns in (("train", ("step", "loss", "lr")), ("eval", ("step", "top1", "top5"))):
+        for column in columns:  # the curves of the killed attempt's first epoch survive the restart
+            assert resumed.curves[part][column] == reference.curves[part][column]
     w_ref, w_res = final_weights(tmp_path / "whole", cfg), final_weights(tmp_path / "cut", cfg)
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
 
@@ -117,6 +125,27 @@ def test_record_is_complete(tmp_path, data_root):
     assert record.extra["effective_precision"] == "fp32" and record.git_commit
     assert (tmp_path / "work" / cfg.name / "run.log").read_text().count("epoch") >= 3
     assert not (tmp_path / "work" / cfg.name / "checkpoint.pt").exists()
+
+
+def test_record_keeps_per_video_outputs_and_curves(tmp_path, data_root):
+    cfg = tiny_run(data_root, method="linear_probe")
+    record = execute_run(cfg, tmp_path, Execution(progress=False))
+    predictions = load_predictions(tmp_path, record)
+    assert (tmp_path / "runs" / f"{cfg.name}.predictions.npz").is_file()
+    assert predictions.videos == record.extra["val_videos"] == 10 and predictions.top_k == 5
+    assert 100 * predictions.top1_correct.mean() == pytest.approx(record.top1, abs=1e-9)
+    assert 100 * predictions.top5_correct.mean() == pytest.approx(record.top5, abs=1e-9)
+    ids = predictions.video_ids.tolist()
+    assert ids == [f"videos/val/{i:06d}" for i in range(10)]  # relative to the dataset root, never absolute
+    assert (predictions.topk_prob[:, :-1] >= predictions.topk_prob[:, 1:]).all()
+    assert not any(str(tmp_path) in line for line in (tmp_path / "runs" / record.file_name).read_text().splitlines()
+                   if "predictions" in line)
+    curves = record.curves
+    assert curves["steps_per_epoch"] == 2 and curves["log_every"] == 1
+    assert curves["train"]["step"] == [1, 2, 3, 4, 5, 6]
+    assert curves["train"]["lr"][0] == 0.0 and max(curves["train"]["lr"]) == pytest.approx(cfg.peak_lr)
+    assert all(v > 0 for v in curves["train"]["clips_per_s"]) and all(v > 0 for v in curves["train"]["loss"])
+    assert curves["eval"]["step"] == [2, 4, 6] and curves["eval"]["top1"][-1] == pytest.approx(record.top1)
 
 
 @pytest.mark.gpu

@@ -41,6 +41,8 @@ class Progress:
     earlier_wall_time_s: float = 0.0
     step_in_epoch: int = 0  # optimizer steps finished in the current epoch (a stop can come mid-epoch)
     epoch_loss_sum: float = 0.0  # this rank's summed step losses of the current epoch
+    curves: dict = field(default_factory=dict)  # bench.store.curves format; empty until the run starts
+    curve_interval: dict = field(default_factory=dict)  # the training-curve interval in progress (CurveLogger)
 
     def finish_epoch(self) -> None:
         self.epoch += 1

@@ -1,22 +1,61 @@
-"""Multi-view evaluation of a video classifier."""
+"""Multi-view evaluation of a video classifier, video by video."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
-from bench.engine.batching import replaced_indices
-from bench.engine.distributed import DistContext, all_reduce
+from bench.engine.distributed import DistContext
 from bench.engine.seeding import loader_generator
+from bench.store.predictions import TOP_K, Predictions
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """Every validation video's outcome, in dataset order, on every rank."""
+
+    source_index: np.ndarray  # (N,) the video actually evaluated (a broken one is replaced)
+    labels: np.ndarray  # (N,) the label it was scored against (the evaluated video's)
+    topk_index: np.ndarray  # (N, k)
+    topk_prob: np.ndarray  # (N, k)
+    num_classes: int
+
+    @property
+    def broken(self) -> set[int]:
+        """Dataset indices whose own video could not be read."""
+        return set(np.flatnonzero(self.source_index != np.arange(len(self.source_index))).tolist())
+
+    def metrics(self) -> dict[str, Any]:
+        """Video-level top-1/top-5 (%) and per-class top-1, every video counted once."""
+        hit1 = self.topk_index[:, 0] == self.labels
+        hit5 = (self.topk_index[:, :5] == self.labels[:, None]).any(axis=1)
+        total = np.bincount(self.labels, minlength=self.num_classes)
+        correct = np.bincount(self.labels, weights=hit1, minlength=self.num_classes)
+        per_class = [round(100.0 * c / t, 4) if t > 0 else None for c, t in zip(correct.tolist(), total.tolist())]
+        videos = len(self.labels)
+        return {"top1": 100.0 * int(hit1.sum()) / videos, "top5": 100.0 * int(hit5.sum()) / videos,
+                "per_class_top1": per_class, "videos": videos}
+
+    def predictions(self, dataset) -> Predictions:
+        """The per-video rows a record keeps: ids and listed labels come from the dataset's list."""
+        listed = np.array([entry.label for entry in dataset.source_list], dtype=np.int64)
+        if not (listed[self.source_index] == self.labels).all():
+            raise RuntimeError("evaluated labels disagree with the dataset's list: the evaluation and the "
+                               "dataset are out of step")
+        return Predictions(video_ids=np.asarray(dataset.video_ids, dtype=str), labels=listed,
+                           source_index=self.source_index, topk_index=self.topk_index, topk_prob=self.topk_prob)
 
 
 @torch.no_grad()
 def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistContext,
-             loader_args: dict) -> tuple[dict[str, Any], set[int]]:
-    """Multi-view evaluation: softmax per view, mean over a video's views, video-level top-1/top-5.
+             loader_args: dict) -> Evaluation:
+    """Multi-view evaluation: softmax per view, mean over a video's views, top-k per video.
 
-    Videos are split over ranks without padding, and the per-class counts are summed over ranks, so
-    every video is counted exactly once whatever the world size.
+    Videos are split over ranks without padding and every rank's rows are gathered to every rank in
+    dataset order, so each video is counted exactly once whatever the world size.
     """
     model.eval()
     batch_videos = max(1, batch_clips // views)
@@ -24,11 +63,8 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
     batches = [mine[i:i + batch_videos] for i in range(0, len(mine), batch_videos)]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_args,
                                          generator=loader_generator(0, -1))
-    num_classes = dataset.num_classes
-    correct1 = torch.zeros(num_classes, dtype=torch.float64)
-    correct5 = torch.zeros(num_classes, dtype=torch.float64)
-    total = torch.zeros(num_classes, dtype=torch.float64)
-    broken = set()
+    k = min(TOP_K, dataset.num_classes)
+    rows: dict[str, list[np.ndarray]] = {"index": [], "source_index": [], "label": [], "topk_index": [], "topk_prob": []}
     device = ctx.device
     for batch in loader:
         video = batch["video"].to(device, non_blocking=True)  # (B, V, 3, T, H, W)
@@ -36,17 +72,29 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(video.flatten(0, 1))
         probs = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1).cpu()
-        labels = batch["label"]
-        top = probs.topk(min(5, num_classes), dim=-1).indices
-        hit1 = top[:, 0] == labels
-        hit5 = (top == labels[:, None]).any(dim=-1)
-        total.index_add_(0, labels, torch.ones(b, dtype=torch.float64))
-        correct1.index_add_(0, labels, hit1.double())
-        correct5.index_add_(0, labels, hit5.double())
-        broken.update(replaced_indices(batch))
-    stacked = all_reduce(torch.stack([correct1, correct5, total]), ctx)
-    correct1, correct5, total = stacked
-    videos = total.sum().item()
-    per_class = [round(100.0 * c / t, 4) if t > 0 else None for c, t in zip(correct1.tolist(), total.tolist())]
-    return {"top1": 100.0 * correct1.sum().item() / videos, "top5": 100.0 * correct5.sum().item() / videos,
-            "per_class_top1": per_class, "videos": int(videos)}, broken
+        top = probs.topk(k, dim=-1)
+        for name, value in (("index", batch["index"]), ("source_index", batch["source_index"]),
+                            ("label", batch["label"]), ("topk_index", top.indices), ("topk_prob", top.values)):
+            rows[name].append(value.numpy())
+    local = {name: np.concatenate(parts) if parts else np.zeros((0, k) if name.startswith("topk") else 0, np.int64)
+             for name, parts in rows.items()}
+    return _assemble(_gather(local, ctx), dataset.num_classes)
+
+
+def _gather(local: dict[str, np.ndarray], ctx: DistContext) -> list[dict[str, np.ndarray]]:
+    if ctx.world_size == 1:
+        return [local]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, local)
+    return gathered
+
+
+def _assemble(parts: list[dict[str, np.ndarray]], num_classes: int) -> Evaluation:
+    merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    order = np.argsort(merged["index"], kind="stable")
+    if not (merged["index"][order] == np.arange(len(order))).all():
+        raise RuntimeError("evaluation rows do not cover every validation video exactly once")
+    return Evaluation(source_index=merged["source_index"][order].astype(np.int64),
+                      labels=merged["label"][order].astype(np.int64),
+                      topk_index=merged["topk_index"][order].astype(np.int64),
+                      topk_prob=merged["topk_prob"][order].astype(np.float32), num_classes=num_classes)

@@ -15,6 +15,9 @@ class Execution:
     threads: int | None = None  # torch CPU threads in this process; None: the SLURM job's cpus_per_task
     progress: bool = True
     keep_checkpoint: bool = False  # a finished run's checkpoint is deleted once its record is written
+    log_every: int | None = None  # optimizer steps per training-curve point (None: about 50 per run)
+    evaluations: int = 4  # evaluations spread over the epochs for the top-1 curve, the final one included
+    tensorboard_dir: str | None = None  # also write TensorBoard event files under <dir>/<run name>/
 
     def torch_threads(self) -> int | None:
         """The thread count to set: the asked one, else inside a SLURM job its ``--cpus-per-task`` (torch

@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.engine.batching import StepPlan, replaced_indices, train_batches
 from bench.engine.build import build_run_dataset, prepare_model
 from bench.engine.checkpoint import CHECKPOINT_NAME, Progress, load_checkpoint, save_checkpoint
+from bench.engine.curves import CurveLogger, evaluation_epochs, log_interval, tensorboard_writer
 from bench.engine.distributed import DistContext, all_reduce, all_union, init_distributed
 from bench.engine.evaluate import evaluate
 from bench.engine.execution import Execution
@@ -33,6 +34,8 @@ from bench.engine.preemption import STOPS
 from bench.engine.record import make_record
 from bench.engine.seeding import loader_generator, seed_everything
 from bench.progress import progress_bar
+from bench.store.curves import empty_curves
+from bench.store.predictions import write_predictions
 from bench.store.records import RunRecord, write_record
 
 log = logging.getLogger(__name__)
@@ -135,35 +138,57 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         logger.info("checkpoint at step %d (epoch %d, step %d of %d): %s", step, progress.epoch + 1,
                     progress.step_in_epoch, steps_per_epoch, reason)
 
-    bar = progress_bar(total=recipe.epochs * steps_per_epoch,
-                       initial=progress.epoch * steps_per_epoch + progress.step_in_epoch,
-                       desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress))
-    for epoch in range(progress.epoch, recipe.epochs):
-        _set_epoch(train_set, epoch)
-        batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches[progress.step_in_epoch * plan.accumulation:],
-                                             **loader_args, generator=loader_generator(cfg.seed, epoch))
-        _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
-                     epoch * steps_per_epoch, save)
-        mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
-        progress.finish_epoch()
-        logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
-                    recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
-        save()
-    bar.close()
+    if not progress.curves:
+        progress.curves = empty_curves(log_interval(steps_per_epoch, recipe.epochs, execution.log_every),
+                                       steps_per_epoch)
+    resumed_at = progress.epoch * steps_per_epoch + progress.step_in_epoch
+    writer = (tensorboard_writer(Path(execution.tensorboard_dir) / cfg.name, resumed_at)
+              if execution.tensorboard_dir and ctx.is_main else None)
+    curves = CurveLogger(progress.curves, progress.curve_interval, plan.global_batch, ctx, writer)
+    evaluate_after = evaluation_epochs(recipe.epochs, execution.evaluations)
 
-    metrics, broken_val = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
-    broken = all_union(progress.broken | {("val", i) for i in broken_val}, ctx)
+    def run_evaluation():  # every evaluation is a point of the top-1 curve; the record keeps the last
+        result = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
+        curves.evaluation(progress.epoch * steps_per_epoch, result.metrics())
+        return result
+
+    bar = progress_bar(total=recipe.epochs * steps_per_epoch, initial=resumed_at,
+                       desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress))
+    try:
+        for epoch in range(progress.epoch, recipe.epochs):
+            _set_epoch(train_set, epoch)
+            batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
+            loader = torch.utils.data.DataLoader(train_set,
+                                                 batch_sampler=batches[progress.step_in_epoch * plan.accumulation:],
+                                                 **loader_args, generator=loader_generator(cfg.seed, epoch))
+            curves.start_epoch(epoch)
+            _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
+                         epoch * steps_per_epoch, save, curves)
+            mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
+            progress.finish_epoch()
+            logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
+                        recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+            if progress.epoch in evaluate_after and progress.epoch < recipe.epochs:
+                logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
+            save()
+        bar.close()
+        evaluation = run_evaluation()
+    finally:
+        curves.close()
+    metrics = evaluation.metrics()
+    broken = all_union(progress.broken | {("val", i) for i in evaluation.broken}, ctx)
     memory, memory_kind = peak_memory_bytes(device)
     if ctx.world_size > 1:
         memory = int(all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
     logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
     if not ctx.is_main:
         return None
-    record = make_record(cfg, metrics, counts, val_set, train_set, plan, amp_dtype, ctx, broken, progress,
+    predictions = write_predictions(results_dir, cfg.name, evaluation.predictions(val_set), cfg.hash())
+    record = make_record(cfg, metrics, counts, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
-                          memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch)
-    path = write_record(results_dir, record)
+                          memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
+                          predictions=predictions)
+    path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
         checkpoint_path.unlink(missing_ok=True)
@@ -185,7 +210,7 @@ def _set_epoch(dataset, epoch: int) -> None:
 
 def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
                  bar, step_callback: StepCallback | None, progress: Progress, epoch_start_step: int,
-                 save: Callable[[], None]) -> None:
+                 save: Callable[[], None], curves: CurveLogger) -> None:
     """The rest of an epoch (all of it unless resumed mid-epoch); ``progress`` advances at every
     optimizer step, where a pending stop request is honoured (bench.engine.preemption)."""
     model.train()
@@ -204,6 +229,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
                     loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
                 opt.scaler.scale(loss).backward()
             step_loss += loss.item()
+        lr = opt.scheduler.get_last_lr()[0]  # the lr this step applies
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
         opt.scheduler.step()
@@ -218,6 +244,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
         bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
+        curves.step(step, step_loss, lr)
         if step_callback is not None:
             step_callback(step)
         if STOPS.pending:

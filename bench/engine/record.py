@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 
 import torch
 
@@ -15,9 +14,10 @@ from bench.store import provenance
 from bench.store.records import RunRecord
 
 
-def make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_set, plan: StepPlan,
+def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
-                 memory: int, memory_kind: str, steps_per_epoch: int) -> RunRecord:
+                 memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict) -> RunRecord:
+    """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run."""
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -32,21 +32,14 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, val_set, train_se
         git_commit=commit, git_dirty=dirty, packages=provenance.package_versions(),
         hardware=provenance.hardware(ctx.device, ctx.world_size), fingerprint=provenance.fingerprint(ctx.device),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        per_class_top1=metrics["per_class_top1"],
+        per_class_top1=metrics["per_class_top1"], predictions=predictions, curves=progress.curves,
         extra={
             "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
-            "val_list_sha256": list_digest(val_set), "train_time_s": round(progress.train_time_s, 3),
+            "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops,
         },
     )
 
-
-def list_digest(dataset) -> str | None:
-    """Which validation copy was used (copies differ between labs; DESIGN.md §5)."""
-    items = getattr(dataset, "source_list", None)
-    if items is None:
-        return None
-    return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]

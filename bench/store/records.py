@@ -3,6 +3,10 @@
 Records are the single source of truth for every table, plot and regression check, so they carry
 full provenance (config, code version, packages, hardware) and are validated when read: a malformed
 record is rejected with the file and the field named, never silently skipped.
+
+Schema versions: 2 added ``predictions`` (the per-video outputs file beside the record, see
+``bench.store.predictions``) and ``curves`` (training curves, see ``bench.store.curves``). Version 1
+records still load, with both None: the report marks them "no per-video outputs".
 """
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.atomic import atomic_write
+from bench.store.curves import curves_problem
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 RUNS_SUBDIR = "runs"
+RECORD_SUFFIX = ".json"
 
 
 class RecordError(ValueError):
@@ -56,11 +63,18 @@ class RunRecord:
     per_class_top1: list[float] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)  # provenance.fingerprint(); {} in older records
     extra: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, Any] | None = None  # PREDICTIONS_FIELDS: the per-video outputs beside the record
+    curves: dict[str, Any] | None = None  # bench.store.curves: loss, lr, throughput, top-1 over training
     schema_version: int = SCHEMA_VERSION
 
     @property
+    def stem(self) -> str:
+        """The run's name: its record, predictions and work folder are all named after it."""
+        return f"{self.dataset}__{self.backbone}__{self.method}__s{self.seed}__{self.config_hash}"
+
+    @property
     def file_name(self) -> str:
-        return f"{self.dataset}__{self.backbone}__{self.method}__s{self.seed}__{self.config_hash}.json"
+        return self.stem + RECORD_SUFFIX
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -74,8 +88,13 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "peak_memory_bytes": (int,), "broken_videos": (int,), "git_commit": (str,), "git_dirty": (bool,),
     "fingerprint": (dict,),
     "packages": (dict,), "hardware": (dict,), "created_at": (str,), "per_class_top1": (list,),
-    "extra": (dict,), "schema_version": (int,),
+    "extra": (dict,), "predictions": (dict, type(None)), "curves": (dict, type(None)), "schema_version": (int,),
 }
+_ADDED_IN = {"predictions": 2, "curves": 2}
+
+
+# What a record says about its predictions file: enough to find it and to tell whether it belongs.
+PREDICTIONS_FIELDS: dict[str, type] = {"file": str, "sha256": str, "val_list_sha256": str, "videos": int, "top_k": int}
 _OPTIONAL = {f.name for f in dataclasses.fields(RunRecord) if f.default is not dataclasses.MISSING
              or f.default_factory is not dataclasses.MISSING}
 
@@ -85,11 +104,14 @@ def parse_record(data: Any, path: Path | str) -> RunRecord:
     if not isinstance(data, dict):
         raise RecordError(path, "<root>", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise RecordError(path, "schema_version", f"is {version!r}, this code reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise RecordError(path, "schema_version", f"is {version!r}, this code reads versions {READABLE_VERSIONS}")
     unknown = sorted(set(data) - set(_FIELD_TYPES))
     if unknown:
         raise RecordError(path, unknown[0], "is not part of the record schema")
+    newer = sorted(name for name in data if _ADDED_IN.get(name, 0) > version)
+    if newer:
+        raise RecordError(path, newer[0], f"is not part of schema version {version} (added in {_ADDED_IN[newer[0]]})")
     for name, types in _FIELD_TYPES.items():
         if name not in data:
             if name in _OPTIONAL:
@@ -106,7 +128,23 @@ def parse_record(data: Any, path: Path | str) -> RunRecord:
     for name in ("params_trainable", "params_total", "views", "broken_videos"):
         if data[name] < 0:
             raise RecordError(path, name, f"must be >= 0, got {data[name]}")
+    if data.get("predictions") is not None:
+        _check_predictions_field(data["predictions"], path)
+    if data.get("curves") is not None:
+        problem = curves_problem(data["curves"])
+        if problem:
+            raise RecordError(path, "curves", problem)
     return RunRecord(**data)
+
+
+def _check_predictions_field(value: dict, path: Path | str) -> None:
+    if sorted(value) != sorted(PREDICTIONS_FIELDS):
+        raise RecordError(path, "predictions", f"has keys {sorted(value)}, expected {sorted(PREDICTIONS_FIELDS)}")
+    for key, kind in PREDICTIONS_FIELDS.items():
+        if not isinstance(value[key], kind) or isinstance(value[key], bool):
+            raise RecordError(path, f"predictions.{key}", f"expected {kind.__name__}, got {value[key]!r}")
+    if "/" in value["file"] or "\\" in value["file"]:
+        raise RecordError(path, "predictions.file", f"must be a file name beside the record, got {value['file']!r}")
 
 
 def load_record(path: Path | str) -> RunRecord:
@@ -123,7 +161,7 @@ def runs_dir(results_dir: Path | str) -> Path:
 
 
 def iter_record_paths(results_dir: Path | str) -> Iterator[Path]:
-    yield from sorted(runs_dir(results_dir).glob("*.json"))
+    yield from sorted(runs_dir(results_dir).glob(f"*{RECORD_SUFFIX}"))
 
 
 def load_records(results_dir: Path | str) -> list[RunRecord]:
@@ -133,7 +171,7 @@ def load_records(results_dir: Path | str) -> list[RunRecord]:
 
 def find_record(results_dir: Path | str, config_hash: str) -> Path | None:
     """The record of a finished config, used to skip it unless ``--force``."""
-    matches = sorted(runs_dir(results_dir).glob(f"*__{config_hash}.json"))
+    matches = sorted(runs_dir(results_dir).glob(f"*__{config_hash}{RECORD_SUFFIX}"))
     return matches[0] if matches else None
 
 
