@@ -80,6 +80,15 @@ RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started
     execution.add_argument("--dry-run", action="store_true",
                            help="print the grid with parameters, GFLOPs and GPU-hours; train nothing")
     execution.add_argument("--no-summary", action="store_true", help="skip the summary table at the end")
+    watch = parser.add_argument_group("training curves (kept in each record; they never change a result)")
+    watch.add_argument("--log-every", type=int, metavar="STEPS",
+                       help="optimizer steps per curve point, plus one at each epoch end (default: about 50 points per run)")
+    watch.add_argument("--evaluations", type=int, default=4, metavar="N",
+                       help="evaluations spread over each run for the top-1 curve, the final one included "
+                            "(default: %(default)s; 1: only at the end)")
+    watch.add_argument("--tensorboard", type=Path, metavar="DIR",
+                       help="also write TensorBoard event files, one folder per run under DIR (needs the "
+                            "optional tensorboard package: pip install 'petl-video-bench[tensorboard]')")
     return parser
 
 

@@ -1,6 +1,8 @@
 """The engine on real tiny runs: optimiser and schedule, determinism, resume, gradient accumulation."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -170,3 +172,32 @@ def test_data_loading_workers_do_not_change_the_result(tmp_path, data_root):
     assert same_metrics(inline, workers)
     w_a, w_b = final_weights(tmp_path / "inline", cfg), final_weights(tmp_path / "workers", cfg)
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+
+
+def test_tensorboard_event_files(tmp_path, data_root):
+    """--tensorboard mirrors the record's curves as scalars (the optional package; skipped without it)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_run(data_root, method="linear_probe")
+    record = execute_run(cfg, tmp_path, Execution(progress=False, tensorboard_dir=str(tmp_path / "tb")))
+    events = EventAccumulator(str(tmp_path / "tb" / cfg.name))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/clips_per_s", "eval/top1", "eval/top5"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == record.curves["train"]["step"]
+    assert [e.value for e in events.Scalars("eval/top1")] == pytest.approx(record.curves["eval"]["top1"])
+
+
+def test_evaluation_rows_of_uneven_ranks_come_back_in_dataset_order():
+    from bench.engine.evaluate import _assemble
+
+    def rows(indices):
+        n = len(indices)
+        return {"index": np.array(indices), "source_index": np.array(indices), "label": np.array(indices) % 3,
+                "topk_index": np.tile(np.arange(3), (n, 1)), "topk_prob": np.full((n, 3), 1 / 3)}
+
+    evaluation = _assemble([rows([0, 2, 4, 6]), rows([1, 3, 5])], num_classes=3)  # 7 videos over 2 ranks
+    assert evaluation.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and evaluation.broken == set()
+    assert evaluation.metrics()["top1"] == pytest.approx(100 * 3 / 7)
+    with pytest.raises(RuntimeError, match="exactly once"):
+        _assemble([rows([0, 2]), rows([0, 1])], num_classes=3)

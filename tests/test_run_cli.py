@@ -1,5 +1,6 @@
 """``python -m bench.run``: help, bad input (exit 2, nothing written), the dry run's DESIGN.md §3
 numbers without data or weights, and a small real grid through the CLI."""
+import importlib.util
 import re
 import subprocess
 import sys
@@ -52,6 +53,8 @@ def _weights_file(tmp_path):
     (_bad_profile, "key 'gpus_per_node'"),
     (lambda t: ["--seeds", "0"], "need at least one seed"),
     (lambda t: ["--method-option", "st_adapter.width=-3", "--methods", "st_adapter"], "width=-3"),
+    (lambda t: ["--evaluations", "0"], "at least its final evaluation"),
+    (lambda t: ["--log-every", "0"], "--log-every 0: must be >= 1"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(isolated, capsys, make_args, message):
     results = isolated / "results"
@@ -59,6 +62,15 @@ def test_bad_input_exits_2_and_writes_nothing(isolated, capsys, make_args, messa
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not results.exists()
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(isolated, capsys):
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here; test_tensorboard_event_files covers the flag")
+    assert main(["--tensorboard", str(isolated / "tb"), "--results", str(isolated / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "--tensorboard needs the tensorboard package" in err and "petl-video-bench[tensorboard]" in err
+    assert not (isolated / "results").exists()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from bench.config import BenchInputError
+from bench.engine.curves import TensorBoardMissing, require_tensorboard
 from bench.engine.execution import Execution
 from bench.launch.submit import LaunchOptions
 
@@ -44,5 +45,22 @@ def launch_options(args: argparse.Namespace) -> tuple[LaunchOptions, Execution]:
                             slurm_params=slurm_params, force=args.force)
     execution = Execution(batch_per_device=args.batch_per_device, threads=threads,
                           num_workers=args.workers if args.workers is not None else workers,
-                          progress=args.executor == "debug" or (args.executor == "local" and parallel == 1))
+                          progress=args.executor == "debug" or (args.executor == "local" and parallel == 1),
+                          **curve_options(args))
     return options, execution
+
+
+def curve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the runs log as they train; a missing optional TensorBoard is a usage error, caught here
+    rather than in every job."""
+    if args.log_every is not None and args.log_every < 1:
+        raise BenchInputError(f"--log-every {args.log_every}: must be >= 1 step")
+    if args.evaluations < 1:
+        raise BenchInputError(f"--evaluations {args.evaluations}: a run needs at least its final evaluation")
+    if args.tensorboard is not None:
+        try:
+            require_tensorboard()
+        except TensorBoardMissing as err:
+            raise BenchInputError(str(err)) from err
+    return {"log_every": args.log_every, "evaluations": args.evaluations,
+            "tensorboard_dir": None if args.tensorboard is None else str(args.tensorboard.resolve())}
