@@ -19,6 +19,7 @@ from typing import Sequence
 from bench.reporting.generate import generate
 from bench.reporting.layout import DEFAULT_REFERENCE, DEFAULT_RESULTS
 from bench.reporting.summary import ReportError
+from bench.reporting.uncertainty import DEFAULT_REFERENCE_METHOD
 from bench.store.records import RecordError
 
 
@@ -29,10 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "record in RESULTS/runs/*.json (a malformed one is an error naming file and field, "
                     "exit 2) and writes, for each (dataset, backbone, recipe): a table of method, "
                     "trainable parameters (M and % of the backbone), GFLOPs x views, top-1/top-5 "
-                    "mean ± std over seeds with n, throughput and peak memory where measured, with "
-                    "published numbers for the same dataset beside it labelled 'reported'. Outputs: "
-                    "OUT/README.md (Markdown), OUT/tables/*.tex and *.csv, OUT/plots/*.png and *.pdf. "
-                    "The same records always give byte-identical tables.")
+                    "mean ± std over seeds with n, 95% intervals of top-1 over seeds (Student t) and "
+                    "over validation videos (bootstrap), the number of videos, throughput and peak "
+                    "memory where measured; the paired difference of each method against the "
+                    "reference method (paired bootstrap over videos and seeds: 95% interval, p-value, "
+                    "distinguishable at 5%); published numbers for the same dataset labelled "
+                    "'reported'. Outputs: OUT/README.md (Markdown), OUT/tables/*.tex and *.csv, "
+                    "OUT/plots/*.png and *.pdf (accuracy vs parameters, datasets by method, paired "
+                    "differences, training curves per group). The same records always give "
+                    "byte-identical tables.")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="results directory holding runs/*.json (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
@@ -40,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
                         help="CSV of published numbers set beside the reproduced ones "
                              "(default: the repository's results/reference/published.csv)")
+    parser.add_argument("--reference-method", default=DEFAULT_REFERENCE_METHOD, metavar="METHOD",
+                        help="the method every other one is compared with, paired by video and seed: a "
+                             "method id, or a full label such as 'st_adapter[preset=24x384]' when a group "
+                             "holds several of its presets (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only (no matplotlib)")
     return parser
 
@@ -47,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        paths = generate(args.results, args.out, args.reference, plots=not args.no_plots)
+        paths = generate(args.results, args.out, args.reference, plots=not args.no_plots,
+                         reference_method=args.reference_method)
     except (RecordError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

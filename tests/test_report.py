@@ -15,6 +15,7 @@ from record_factory import make_record, write_suite
 
 from bench import report
 from bench.reporting.generate import generate
+from bench.reporting.inputs import build_report
 from bench.reporting.layout import DEFAULT_REFERENCE
 from bench.reporting.plots import figure_size_px, write_plots
 from bench.reporting.reference import load_reference
@@ -163,9 +164,9 @@ def test_published_numbers_carry_a_source(tmp_path: Path):
 
 def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
     write_record(suite, make_record("st_adapter", "k400", 0, 80.0, backbone="clip_vit_b16", recipe="k400"))
-    summaries = summarize(load_records(suite), suite)
-    reported = load_reference(DEFAULT_REFERENCE)
-    paths = write_plots(summaries, reported, tmp_path / "a")
+    report = build_report(suite)
+    summaries = report.summaries
+    paths = write_plots(report, tmp_path / "a")
     assert sorted(p.name for p in paths) == ["accuracy_vs_params.pdf", "accuracy_vs_params.png",
                                              "datasets_by_method.pdf", "datasets_by_method.png"]
     n_groups = len({s.group for s in summaries})
@@ -181,7 +182,7 @@ def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
         else:
             assert path.read_bytes().startswith(b"%PDF")
     # no timestamps or version stamps: the same records draw the same bytes
-    write_plots(summaries, reported, tmp_path / "b")
+    write_plots(report, tmp_path / "b")
     assert _read_all(tmp_path / "a") == _read_all(tmp_path / "b")
 
 

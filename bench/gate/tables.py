@@ -4,18 +4,17 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from bench.reporting.inputs import build_report
 from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, DEFAULT_REFERENCE, PLOTS_SUBDIR, TABLES_SUBDIR
-from bench.reporting.reference import load_reference
-from bench.reporting.summary import summarize
 from bench.reporting.tables import render_tables
-from bench.store.records import load_records
 
 
 def check_tables(committed_dir: Path | str, reference: Path | str = DEFAULT_REFERENCE) -> list[str]:
     """Problems with the committed tables: each differing file with a unified diff, missing or stray files."""
     committed_dir = Path(committed_dir)
-    summaries = summarize(load_records(committed_dir), committed_dir)
-    expected = render_tables(summaries, load_reference(reference))
+    report = build_report(committed_dir, reference)  # the committed report uses the default reference method
+    summaries = report.summaries
+    expected = render_tables(report)
     regenerate = f"regenerate with `python -m bench.report --results {committed_dir}`"
     problems = []
     for rel, text in sorted(expected.items()):

@@ -4,12 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.atomic import atomic_write
+from bench.reporting.inputs import build_report
 from bench.reporting.layout import DEFAULT_REFERENCE, PLOTS_SUBDIR
 from bench.reporting.plots import write_plots
-from bench.reporting.reference import load_reference
-from bench.reporting.summary import summarize
 from bench.reporting.tables import render_tables
-from bench.store.records import load_records
+from bench.reporting.uncertainty import DEFAULT_REFERENCE_METHOD
 
 
 def write_text_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
@@ -18,13 +17,13 @@ def write_text_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
 
 
 def generate(results_dir: Path | str, out_dir: Path | str | None = None,
-             reference: Path | str = DEFAULT_REFERENCE, plots: bool = True) -> list[Path]:
+             reference: Path | str = DEFAULT_REFERENCE, plots: bool = True,
+             reference_method: str = DEFAULT_REFERENCE_METHOD) -> list[Path]:
     """Read the records under `results_dir`, write tables (and plots) under `out_dir` (default: the same)."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    summaries = summarize(load_records(results_dir), results_dir)
-    reported = load_reference(reference)
-    paths = write_text_files(out_dir, render_tables(summaries, reported))
+    report = build_report(results_dir, reference, reference_method)
+    paths = write_text_files(out_dir, render_tables(report))
     if plots:
-        paths += write_plots(summaries, reported, out_dir / PLOTS_SUBDIR)
+        paths += write_plots(report, out_dir / PLOTS_SUBDIR)
     return paths

@@ -1,6 +1,7 @@
 """Where the generated report lives inside a results directory, and where the published numbers are."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,3 +28,17 @@ ACCURACY_PLOT = "accuracy_vs_params"
 DATASETS_PLOT = "datasets_by_method"
 
 
+PAIRED_PLOT = "paired_differences"
+
+
+CURVES_PLOT_PREFIX = "curves__"  # one figure per (dataset, backbone, recipe) group
+
+
+def safe_name(*parts: str) -> str:
+    """A file-name stem from labels (which may hold brackets, commas and '=')."""
+    return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "-", p) for p in parts)
+
+
+def curves_plot(group: tuple[str, str, str]) -> str:
+    """The training-curves figure of a (dataset, backbone, recipe) group."""
+    return CURVES_PLOT_PREFIX + safe_name(*group)

@@ -1,4 +1,5 @@
-"""The generated plots (PNG and PDF): top-1 against trainable parameters, and datasets side by side.
+"""The generated plots (PNG and PDF): top-1 with its intervals against trainable parameters, datasets
+side by side, the paired differences against the reference method, and each group's training curves.
 
 Plots carry no metadata and have a fixed size and DPI, so the same records give the same files on one
 matplotlib/FreeType version.
@@ -9,9 +10,11 @@ import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from bench.atomic import atomic_write
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT
-from bench.reporting.reference import ReportedRow
+from bench.reporting.inputs import Report
+from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, PAIRED_PLOT, curves_plot
 from bench.reporting.summary import MethodSummary, group_summaries
 
 # Plot geometry: fixed so that the same records give the same pixels (and tests know the size).
@@ -36,15 +39,18 @@ _NO_METADATA = {
 }
 
 
-def figure_size_in(n_panels: int) -> tuple[float, float]:
-    """Figure size in inches for `n_panels` panels (at most MAX_PANEL_COLUMNS per row) plus the legend."""
-    cols = min(max(n_panels, 1), MAX_PANEL_COLUMNS)
-    rows = math.ceil(max(n_panels, 1) / MAX_PANEL_COLUMNS)
+CURVE_PANELS = ("loss", "lr", "clips_per_s", "top1")  # the training-curves figure, two per row
+
+
+def figure_size_in(n_panels: int, max_columns: int = MAX_PANEL_COLUMNS) -> tuple[float, float]:
+    """Figure size in inches for `n_panels` panels (at most `max_columns` per row) plus the legend."""
+    cols = min(max(n_panels, 1), max_columns)
+    rows = math.ceil(max(n_panels, 1) / max_columns)
     return (cols * PANEL_SIZE_IN[0] + LEGEND_WIDTH_IN, rows * PANEL_SIZE_IN[1])
 
 
-def figure_size_px(n_panels: int) -> tuple[int, int]:
-    w, h = figure_size_in(n_panels)
+def figure_size_px(n_panels: int, max_columns: int = MAX_PANEL_COLUMNS) -> tuple[int, int]:
+    w, h = figure_size_in(n_panels, max_columns)
     return (round(w * DPI), round(h * DPI))
 
 
@@ -57,27 +63,37 @@ def _method_styles(methods: Iterable[str]) -> dict[str, tuple[tuple[float, float
     return {m: (palette[i], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(names)}
 
 
-def _panels(n: int):
+def _panels(n: int, max_columns: int = MAX_PANEL_COLUMNS):
     import matplotlib.pyplot as plt
 
-    cols = min(n, MAX_PANEL_COLUMNS)
-    rows = math.ceil(n / MAX_PANEL_COLUMNS)
-    fig = plt.figure(figsize=figure_size_in(n), dpi=DPI, layout="constrained")
+    cols = min(n, max_columns)
+    rows = math.ceil(n / max_columns)
+    fig = plt.figure(figsize=figure_size_in(n, max_columns), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
 
 
-def _legend(fig, axes) -> None:
-    """One legend for the figure, outside the panels, each label once, in sorted order."""
+def _legend(fig, axes, explain: Sequence[tuple[object, str]] = ()) -> None:
+    """One legend for the figure, outside the panels, each label once, in sorted order, then the
+    entries in `explain` (what the marks mean) as they are given."""
     entries: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     labels = sorted(entries)
-    fig.legend([entries[k] for k in labels], labels, loc="outside right upper", fontsize="small",
-               frameon=False)
+    fig.legend([entries[k] for k in labels] + [h for h, _ in explain], labels + [text for _, text in explain],
+               loc="outside right upper", fontsize="small", frameon=False)
+
+
+def _log_params_axis(ax) -> None:
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _save(fig, stem: Path) -> list[Path]:
@@ -91,33 +107,120 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def plot_accuracy_vs_params(summaries: Sequence[MethodSummary], reported: Sequence[ReportedRow],
-                            stem: Path) -> list[Path]:
-    """Top-1 against trainable parameters (log x), one panel per group; seed std as error bars,
-    hollow markers for reported points (only those with a published parameter count)."""
-    from matplotlib import ticker
+def plot_accuracy_vs_params(report: Report, stem: Path) -> list[Path]:
+    """Top-1 against trainable parameters (log x), one panel per group. Each point is the seed mean;
+    the thin capped bar its 95% interval over seeds (Student t), the wide pale bar its 95% interval
+    over videos (bootstrap). Hollow markers: reported points with a published parameter count."""
+    from matplotlib.lines import Line2D
 
+    summaries, reported = report.summaries, report.reported
     groups = group_summaries(summaries)
     styles = _method_styles([s.method for s in summaries] + [r.method for r in reported])
     fig, axes = _panels(len(groups))
-    for ax, ((dataset, backbone, recipe), rows) in zip(axes, groups.items()):
+    for ax, (group, rows) in zip(axes, groups.items()):
+        dataset, backbone, recipe = group
         for s in rows:
             color, marker = styles[s.method]
-            ax.errorbar(s.params_trainable / 1e6, s.top1_mean, yerr=s.top1_std or 0.0, fmt=marker,
-                        color=color, markersize=7, capsize=3, label=s.method)
+            x, intervals = s.params_trainable / 1e6, report.analysis[group].intervals[s.method]
+            if intervals.videos is not None:
+                ax.vlines(x, intervals.videos.low, intervals.videos.high, colors=[color], linewidths=7, alpha=0.3)
+            seeds = intervals.seeds
+            yerr = None if seeds is None else [[s.top1_mean - seeds.low], [seeds.high - s.top1_mean]]
+            ax.errorbar(x, s.top1_mean, yerr=yerr, fmt=marker, color=color, markersize=7, capsize=3, label=s.method)
         for r in reported:
             if r.dataset == dataset and r.params_trainable_m is not None:
                 color, marker = styles[r.method]
                 ax.scatter(r.params_trainable_m, r.top1, marker=marker, s=60, facecolors="none",
                            edgecolors=color, linewidths=1.5, label=f"{r.method} (reported)")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        _log_params_axis(ax)
         ax.set_title(f"{dataset} · {backbone} · {recipe}", fontsize="medium")
         ax.set_xlabel("trainable parameters (M, log scale)")
         ax.set_ylabel("top-1 (%)")
-    _legend(fig, axes)
+    gray = (0.4, 0.4, 0.4)
+    _legend(fig, axes, [
+        (Line2D([], [], color=gray, marker="|", markersize=10, linestyle="none"), "95% CI over seeds (t)"),
+        (Line2D([], [], color=gray, linewidth=7, alpha=0.3), "95% CI over videos (bootstrap)")])
+    return _save(fig, stem)
+
+
+def plot_paired_differences(report: Report, stem: Path) -> list[Path]:
+    """Each method's top-1 minus the reference's, with the 95% paired-bootstrap interval, one panel
+    per group that has paired tests; filled markers are distinguishable at 5%, hollow ones are not."""
+    from matplotlib.lines import Line2D
+
+    groups = report.groups_with_paired_tests()
+    styles = _method_styles([s.method for s in report.summaries])
+    fig, axes = _panels(len(groups))
+    for ax, group in zip(axes, groups):
+        analysis = report.analysis[group]
+        tested = [row for row in analysis.paired if row.result is not None]
+        for y, row in enumerate(tested):
+            r, (color, marker) = row.result, styles[row.method]
+            ax.errorbar(r.difference, y, xerr=[[r.difference - r.interval.low], [r.interval.high - r.difference]],
+                        fmt=marker, color=color, markersize=7, capsize=3, label=row.method,
+                        markerfacecolor=color if r.distinguishable else "white")
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(tested)), [_wrap_label(row.method) for row in tested], fontsize="x-small")
+        ax.set_ylim(-0.7, len(tested) - 0.3)
+        ax.invert_yaxis()
+        dataset, backbone, recipe = group
+        ax.set_title(f"{dataset} · {backbone} · {recipe}", fontsize="medium")
+        ax.set_xlabel(f"top-1 minus {analysis.reference.split('[', 1)[0]} (points)")
+    gray = (0.4, 0.4, 0.4)
+    _legend(fig, axes, [
+        (Line2D([], [], color=gray, marker="o", linestyle="none"), "distinguishable at 5%"),
+        (Line2D([], [], color=gray, marker="o", markerfacecolor="white", linestyle="none"), "not distinguishable"),
+        (Line2D([], [], color=gray, marker="|", markersize=10, linestyle="none"), "95% CI (paired bootstrap)")])
+    return _save(fig, stem)
+
+
+def _wrap_label(label: str) -> str:
+    """A method label on two lines, id over options, so long option lists do not squeeze the panel."""
+    method, bracket, options = label.partition("[")
+    return f"{method}\n[{options}" if bracket else method
+
+
+def _seed_band(runs: list[tuple[int, dict]], part: str, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values seeds x steps) on the steps every seed logged; None when they share none."""
+    tables = [curves[part] for _, curves in runs]
+    steps = sorted(set.intersection(*(set(t["step"]) for t in tables)))
+    if not steps:
+        return None
+    values = np.array([[dict(zip(t["step"], t[column]))[step] for step in steps] for t in tables])
+    return np.asarray(steps), values
+
+
+def plot_training_curves(report: Report, group, stem: Path) -> list[Path]:
+    """Loss, learning rate, throughput and top-1 over training for one group: a line per method (the
+    mean over seeds), shaded between the lowest and highest seed."""
+    from matplotlib.patches import Patch
+
+    rows = group_summaries(report.summaries)[group]
+    styles = _method_styles([s.method for s in report.summaries])
+    titles = {"loss": ("training loss (interval mean)", "train"), "lr": ("learning rate", "train"),
+              "clips_per_s": ("training throughput (clips/s)", "train"), "top1": ("validation top-1 (%)", "eval")}
+    fig, axes = _panels(len(CURVE_PANELS), max_columns=2)
+    for ax, column in zip(axes, CURVE_PANELS):
+        title, part = titles[column]
+        for s in rows:
+            runs = report.curves(s)
+            band = _seed_band(runs, part, column) if runs else None
+            if band is None:
+                continue
+            steps, values = band
+            epochs = steps / runs[0][1]["steps_per_epoch"]
+            color, marker = styles[s.method]
+            ax.plot(epochs, values.mean(axis=0), color=color, marker=marker if part == "eval" else None,
+                    markersize=4, linewidth=1.3, label=s.method)
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2, linewidth=0)
+        if column == "loss":
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+    dataset, backbone, recipe = group
+    fig.suptitle(f"{dataset} · {backbone} · {recipe}: mean over seeds", fontsize="medium")
+    _legend(fig, axes, [(Patch(color=(0.4, 0.4, 0.4), alpha=0.2), "range over seeds")])
     return _save(fig, stem)
 
 
@@ -157,10 +260,10 @@ def _series(s: MethodSummary, summaries: Sequence[MethodSummary]) -> str:
     return s.dataset if len(recipes) == 1 else f"{s.dataset} ({s.recipe})"
 
 
-def write_plots(summaries: Sequence[MethodSummary], reported: Sequence[ReportedRow],
-                plots_dir: Path) -> list[Path]:
-    """Both figures as PNG and PDF; nothing when there are no records to plot."""
-    if not summaries:
+def write_plots(report: Report, plots_dir: Path) -> list[Path]:
+    """Every figure as PNG and PDF; nothing when there are no records to plot, and no paired or
+    curves figure where nothing was measured for it."""
+    if not report.summaries:
         return []
     import matplotlib
 
@@ -169,5 +272,10 @@ def write_plots(summaries: Sequence[MethodSummary], reported: Sequence[ReportedR
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", 0.8)}):
-        return (plot_accuracy_vs_params(summaries, reported, plots_dir / ACCURACY_PLOT)
-                + plot_datasets_by_method(summaries, plots_dir / DATASETS_PLOT))
+        paths = (plot_accuracy_vs_params(report, plots_dir / ACCURACY_PLOT)
+                 + plot_datasets_by_method(report.summaries, plots_dir / DATASETS_PLOT))
+        if report.groups_with_paired_tests():
+            paths += plot_paired_differences(report, plots_dir / PAIRED_PLOT)
+        for group in report.groups_with_curves():
+            paths += plot_training_curves(report, group, plots_dir / curves_plot(group))
+        return paths

@@ -36,6 +36,8 @@ class MethodSummary:
     views: int
     throughput_clips_per_s: float | None  # mean over the seeds that measured it
     peak_memory_bytes: int | None  # largest over the seeds that measured it
+    files: tuple[str, ...] = ()  # the seeds' record file names, in seed order
+    val_videos: tuple[int, ...] = ()  # the validation set sizes the seeds recorded (one value normally)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -60,6 +62,11 @@ class MethodSummary:
     @property
     def top5_std(self) -> float | None:
         return _seed_std(self.top5)
+
+    @property
+    def method_id(self) -> str:
+        """The method without its options: ``st_adapter[width=32]`` -> ``st_adapter``."""
+        return self.method.split("[", 1)[0]
 
     @property
     def params_percent(self) -> float | None:
@@ -119,6 +126,8 @@ def summarize(records: Sequence[RunRecord], results_dir: Path | str = ".") -> li
             gflops_per_view=float(first.gflops_per_view), views=first.views,
             throughput_clips_per_s=statistics.fmean(throughputs) if throughputs else None,
             peak_memory_bytes=max(memories) if memories else None,
+            files=tuple(r.file_name for r in runs),
+            val_videos=tuple(sorted({r.extra["val_videos"] for r in runs if isinstance(r.extra.get("val_videos"), int)})),
         ))
     return sorted(summaries, key=lambda s: (*s.group, s.params_trainable, s.method))
 

@@ -8,14 +8,25 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from typing import Callable, Iterable, Sequence
 
 from tabulate import tabulate
 
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, PLOTS_SUBDIR, README_NAME, TABLES_SUBDIR
+from bench.reporting.inputs import Report
+from bench.reporting.layout import (
+    ACCURACY_PLOT,
+    DATASETS_PLOT,
+    PAIRED_PLOT,
+    PLOTS_SUBDIR,
+    README_NAME,
+    TABLES_SUBDIR,
+    curves_plot,
+    safe_name,
+)
 from bench.reporting.reference import REFERENCE_COLUMNS, ReportedRow
+from bench.reporting.stats import BOOTSTRAP_REPLICATES, Interval
 from bench.reporting.summary import MethodSummary, group_summaries
+from bench.reporting.uncertainty import GroupAnalysis, Intervals, PairedRow
 
 _DASH = "—"
 
@@ -50,15 +61,38 @@ def _csv_value(value: object) -> str:
     return str(value)
 
 
-def _safe_name(*parts: str) -> str:
-    return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "-", p) for p in parts)
+def _interval(interval: Interval | None, signed: bool = False) -> str:
+    if interval is None:
+        return _DASH
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return f"[{number.format(interval.low)}, {number.format(interval.high)}]"
+
+
+def _video_interval(s: MethodSummary, intervals: Intervals) -> str:
+    """The interval over videos, saying how many seeds it pools when that is fewer than the row's."""
+    text = _interval(intervals.videos)
+    return text if intervals.videos is None or intervals.video_seeds == s.n else f"{text} ({intervals.video_seeds} seeds)"
+
+
+def _videos(s: MethodSummary, intervals: Intervals) -> str:
+    if intervals.videos_n is not None:
+        return str(intervals.videos_n)
+    return "/".join(map(str, s.val_videos)) if s.val_videos else _DASH
+
+
+def _p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 _MEASURED_HEADERS = ("method", "trainable params (M)", "% of backbone", "GFLOPs × views",
-                     "top-1 (%)", "top-5 (%)", "n seeds", "throughput (clips/s)", "peak memory (GiB)")
+                     "top-1 (%)", "top-1 95% CI, seeds", "top-1 95% CI, videos", "top-5 (%)", "n seeds",
+                     "n videos", "throughput (clips/s)", "peak memory (GiB)")
 
 
-_MEASURED_ALIGN = ("left",) + ("right",) * 8
+_MEASURED_ALIGN = ("left",) + ("right",) * 11
+
+
+_PAIRED_ALIGN = ("left",) + ("right",) * 6
 
 
 _REPORTED_HEADERS = ("method", "backbone", "frames", "trainable params (M)", "GFLOPs × views",
@@ -69,19 +103,46 @@ _REPORTED_ALIGN = ("left", "left", "right", "right", "right", "right", "right", 
 
 
 _CSV_COLUMNS = ("dataset", "backbone", "recipe", "method", "n", "seeds", "top1_mean", "top1_std",
-                "top5_mean", "top5_std", "params_trainable", "params_total", "params_backbone",
-                "params_percent_of_backbone", "gflops_per_view", "views", "throughput_clips_per_s",
-                "peak_memory_gib")
+                "top1_ci_seeds_low", "top1_ci_seeds_high", "top1_ci_videos_low", "top1_ci_videos_high",
+                "video_ci_seeds", "n_videos", "top5_mean", "top5_std", "params_trainable", "params_total",
+                "params_backbone", "params_percent_of_backbone", "gflops_per_view", "views",
+                "throughput_clips_per_s", "peak_memory_gib")
 
 
-def _measured_cells(s: MethodSummary) -> tuple[str, ...]:
+_PAIRED_CSV_COLUMNS = ("dataset", "backbone", "recipe", "method", "reference", "difference", "ci_low", "ci_high",
+                       "p_value", "distinguishable", "seeds", "videos", "replicates", "note")
+
+
+def _measured_cells(s: MethodSummary, intervals: Intervals) -> tuple[str, ...]:
     return (
         s.method, _sig(s.params_trainable / 1e6), _opt(s.params_percent, lambda p: f"{_sig(p)}%"),
         _gflops_views(s.gflops_per_view, s.views), _mean_std(s.top1_mean, s.top1_std),
-        _mean_std(s.top5_mean, s.top5_std), str(s.n),
+        _interval(intervals.seeds), _video_interval(s, intervals),
+        _mean_std(s.top5_mean, s.top5_std), str(s.n), _videos(s, intervals),
         _opt(s.throughput_clips_per_s, lambda t: f"{t:.1f}"),
         _opt(s.peak_memory_bytes, lambda b: f"{b / 2**30:.2f}"),
     )
+
+
+def _paired_headers(reference: str) -> tuple[str, ...]:
+    return ("method", f"Δ top-1 vs {reference} (points)", "95% CI", "p", "distinguishable at 5%",
+            "seeds", "videos")
+
+
+def _paired_cells(row: PairedRow) -> tuple[str, ...]:
+    r = row.result
+    if r is None:
+        return (row.method, _DASH, _DASH, _DASH, f"not tested: {row.reason}", _DASH, _DASH)
+    return (row.method, f"{r.difference:+.2f}", _interval(r.interval, signed=True), _p_value(r.p_value),
+            "yes" if r.distinguishable else "no", str(r.seeds), str(r.videos))
+
+
+def _paired_csv_row(group: tuple[str, str, str], reference: str, row: PairedRow) -> tuple[object, ...]:
+    r = row.result
+    if r is None:
+        return (*group, row.method, reference, None, None, None, None, None, None, None, None, row.reason)
+    return (*group, row.method, reference, r.difference, r.interval.low, r.interval.high, r.p_value,
+            "yes" if r.distinguishable else "no", r.seeds, r.videos, r.replicates, None)
 
 
 def _reported_cells(r: ReportedRow) -> tuple[str, ...]:
@@ -96,7 +157,8 @@ def _reported_cells(r: ReportedRow) -> tuple[str, ...]:
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], align: Sequence[str], fmt: str) -> str:
     text = tabulate(rows, headers=headers, tablefmt=fmt, colalign=align, disable_numparse=True)
     if fmt == "latex_booktabs":
-        text = text.replace("±", r"$\pm$").replace("×", r"$\times$").replace(_DASH, "--")
+        text = (text.replace("±", r"$\pm$").replace("×", r"$\times$").replace("Δ", r"$\Delta$")
+                .replace(_DASH, "--"))
     return text + "\n"
 
 
@@ -108,12 +170,14 @@ def _csv_text(rows: Iterable[Sequence[object]], columns: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def _csv_row(s: MethodSummary) -> tuple[object, ...]:
+def _csv_row(s: MethodSummary, intervals: Intervals) -> tuple[object, ...]:
+    seeds, videos = intervals.seeds, intervals.videos
     return (
         s.dataset, s.backbone, s.recipe, s.method, s.n, " ".join(map(str, s.seeds)), s.top1_mean,
-        s.top1_std, s.top5_mean, s.top5_std, s.params_trainable, s.params_total, s.params_backbone,
-        s.params_percent, s.gflops_per_view, s.views, s.throughput_clips_per_s,
-        None if s.peak_memory_bytes is None else s.peak_memory_bytes / 2**30,
+        s.top1_std, seeds and seeds.low, seeds and seeds.high, videos and videos.low, videos and videos.high,
+        intervals.video_seeds, intervals.videos_n, s.top5_mean, s.top5_std, s.params_trainable,
+        s.params_total, s.params_backbone, s.params_percent, s.gflops_per_view, s.views,
+        s.throughput_clips_per_s, None if s.peak_memory_bytes is None else s.peak_memory_bytes / 2**30,
     )
 
 
@@ -126,7 +190,7 @@ _GENERATED = ("Generated by `python -m bench.report` from the run records in `ru
               "`python -m bench.check` fails when this file differs from what the records generate.")
 
 
-_DEFINITIONS = """\
+_DEFINITIONS = f"""\
 ## How to read the tables
 
 - **trainable params (M)**: parameters the optimizer updates, in millions.
@@ -139,6 +203,19 @@ _DEFINITIONS = """\
   the number of test views.
 - **top-1 / top-5 (%)**: video-level accuracy, mean ± sample standard deviation (n - 1) over the
   n seeds; a single seed has no spread.
+- **top-1 95% CI, seeds**: Student t interval of the mean over the n seeds (training noise); none
+  for a single seed.
+- **top-1 95% CI, videos**: percentile bootstrap over the validation videos ({BOOTSTRAP_REPLICATES}
+  replicates, fixed seed), the seeds' predictions pooled: how much top-1 would move on another
+  validation set of the same size (the test-set noise that different copies of Kinetics show). When
+  it pools fewer seeds than n (some records have no per-video outputs) it says how many.
+- **n videos**: validation videos behind every top-1 figure of the row.
+- **paired differences**: each method's top-1 minus the reference's on the same videos and seeds,
+  with a 95% interval and a two-sided p-value from a paired bootstrap over videos and seeds (every
+  replicate redraws the videos and the seeds, the same draws for both). *Distinguishable at 5%*
+  means p < 0.05; "no" means the data cannot tell the two apart, not that they are equal. Two runs
+  are compared only when they were evaluated on the same validation list (same videos, order and
+  labels) and have per-video outputs; otherwise the row says why not.
 - **throughput, peak memory**: training clips per second (mean over seeds) and peak memory (largest
   over seeds: CUDA max allocated on GPU, process max RSS on CPU), as the runs recorded them; "—"
   when no run measured them.
@@ -147,8 +224,24 @@ _DEFINITIONS = """\
 """
 
 
-def render_tables(summaries: Sequence[MethodSummary], reported: Sequence[ReportedRow]) -> dict[str, str]:
+def _paired_section(group: tuple[str, str, str], analysis: GroupAnalysis) -> tuple[list[str], list[str], str | None]:
+    """The group's paired-differences table: Markdown lines, LaTeX lines, and the CSV (None without a reference)."""
+    md = [f"- {note}" for note in analysis.notes] + ([""] if analysis.notes else [])
+    if analysis.reference is None or not analysis.paired:
+        return md, [], None
+    headers = _paired_headers(analysis.reference)
+    cells = [_paired_cells(row) for row in analysis.paired]
+    md += [f"Paired differences against {analysis.reference} (paired bootstrap over videos and seeds):", "",
+           _table(cells, headers, _PAIRED_ALIGN, "pipe")]
+    tex = [f"% Paired differences against {analysis.reference}", _table(cells, headers, _PAIRED_ALIGN, "latex_booktabs")]
+    csv_text = _csv_text((_paired_csv_row(group, analysis.reference, row) for row in analysis.paired),
+                         _PAIRED_CSV_COLUMNS)
+    return md, tex, csv_text
+
+
+def render_tables(report: Report) -> dict[str, str]:
     """Every generated text file, keyed by its path relative to the results directory."""
+    summaries, reported = report.summaries, report.reported
     files: dict[str, str] = {}
     md = [f"<!-- {_GENERATED} -->", "", "# Results", ""]
     groups = group_summaries(summaries)
@@ -156,18 +249,30 @@ def render_tables(summaries: Sequence[MethodSummary], reported: Sequence[Reporte
         n_runs = sum(s.n for s in summaries)
         md += [f"{n_runs} runs: {len(summaries)} configurations over {len(groups)} "
                "(dataset, backbone, recipe) groups.", "",
-               f"![Top-1 against trainable parameters]({PLOTS_SUBDIR}/{ACCURACY_PLOT}.png)", "",
+               f"![Top-1 with 95% intervals against trainable parameters]({PLOTS_SUBDIR}/{ACCURACY_PLOT}.png)", "",
                f"![Top-1 per method, datasets side by side]({PLOTS_SUBDIR}/{DATASETS_PLOT}.png)", ""]
+        if report.groups_with_paired_tests():
+            md += [f"![Paired differences in top-1 against the reference]({PLOTS_SUBDIR}/{PAIRED_PLOT}.png)", ""]
     else:
         md += ["No run records yet: run `python -m bench.run`, then `python -m bench.report`.", ""]
 
-    for (dataset, backbone, recipe), rows in groups.items():
-        stem = f"{TABLES_SUBDIR}/{_safe_name(dataset, backbone, recipe)}"
+    with_curves = set(report.groups_with_curves())
+    for group, rows in groups.items():
+        dataset, backbone, recipe = group
+        stem = f"{TABLES_SUBDIR}/{safe_name(*group)}"
+        analysis = report.analysis[group]
         beside = [r for r in reported if r.dataset == dataset]
-        measured = [_measured_cells(s) for s in rows]
+        measured = [_measured_cells(s, analysis.intervals[s.method]) for s in rows]
         md += [f"## {dataset} · {backbone} · recipe {recipe}", "",
                _table(measured, _MEASURED_HEADERS, _MEASURED_ALIGN, "pipe")]
         tex = [f"% {_GENERATED}", _table(measured, _MEASURED_HEADERS, _MEASURED_ALIGN, "latex_booktabs")]
+        paired_md, paired_tex, paired_csv = _paired_section(group, analysis)
+        md += paired_md
+        tex += paired_tex
+        if paired_csv is not None:
+            files[f"{stem}__paired.csv"] = paired_csv
+        if group in with_curves:
+            md += [f"![Training curves, {dataset} · {backbone} · {recipe}]({PLOTS_SUBDIR}/{curves_plot(group)}.png)", ""]
         if beside:
             cells = [_reported_cells(r) for r in beside]
             md += [f"Reported for {dataset} (published, not reproduced here):", "",
@@ -177,7 +282,7 @@ def render_tables(summaries: Sequence[MethodSummary], reported: Sequence[Reporte
         else:
             md += [f"No published numbers exist for {dataset}; see the reported section below.", ""]
         files[f"{stem}.tex"] = "\n".join(tex)
-        files[f"{stem}.csv"] = _csv_text((_csv_row(s) for s in rows), _CSV_COLUMNS)
+        files[f"{stem}.csv"] = _csv_text((_csv_row(s, analysis.intervals[s.method]) for s in rows), _CSV_COLUMNS)
 
     if reported:
         cells = [_reported_cells(r) for r in reported]

@@ -1,0 +1,48 @@
+"""What a report is drawn from: the records of a results directory, checked, summarised and analysed.
+
+``bench.report`` writes its tables and plots from a ``Report`` and ``bench.check`` regenerates the
+tables from one, so both always see the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.reporting.layout import DEFAULT_REFERENCE
+from bench.reporting.reference import ReportedRow, load_reference
+from bench.reporting.summary import MethodSummary, group_summaries, summarize
+from bench.reporting.uncertainty import DEFAULT_REFERENCE_METHOD, Group, GroupAnalysis, analyse
+from bench.store.records import RunRecord, load_records
+
+
+@dataclass(frozen=True)
+class Report:
+    """A pure function of the records, their per-video outputs and the published numbers."""
+
+    summaries: list[MethodSummary]
+    reported: list[ReportedRow]
+    analysis: dict[Group, GroupAnalysis]
+    records: dict[str, RunRecord]  # by file name
+
+    def curves(self, summary: MethodSummary) -> list[tuple[int, dict[str, Any]]]:
+        """(seed, curves) of the configuration's seeds that recorded training curves."""
+        return [(seed, self.records[name].curves) for seed, name in zip(summary.seeds, summary.files)
+                if self.records[name].curves is not None]
+
+    def groups_with_curves(self) -> list[Group]:
+        return [group for group, rows in group_summaries(self.summaries).items()
+                if any(self.curves(s) for s in rows)]
+
+    def groups_with_paired_tests(self) -> list[Group]:
+        return [group for group, a in self.analysis.items() if any(row.result for row in a.paired)]
+
+
+def build_report(results_dir: Path | str, reference: Path | str = DEFAULT_REFERENCE,
+                 reference_method: str = DEFAULT_REFERENCE_METHOD) -> Report:
+    """Read and check the records (and their per-video outputs) under ``results_dir``."""
+    records = load_records(results_dir)
+    summaries = summarize(records, results_dir)
+    by_name = {r.file_name: r for r in records}
+    return Report(summaries=summaries, reported=load_reference(reference),
+                  analysis=analyse(summaries, by_name, results_dir, reference_method), records=by_name)
