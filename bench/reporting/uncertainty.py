@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.reporting.stats import Interval, PairedDifference, paired_bootstrap, resampled_hits, seed_interval, video_interval
 from bench.reporting.summary import MethodSummary, ReportError, group_summaries
-from bench.store.predictions import load_predictions
+from bench.store.predictions import Predictions, load_predictions
 from bench.store.records import RunRecord, runs_dir
 
 DEFAULT_REFERENCE_METHOD = "st_adapter"
@@ -71,13 +71,15 @@ class GroupAnalysis:
     notes: list[str] = field(default_factory=list)
 
 
-def load_outcomes(summary: MethodSummary, records: Mapping[str, RunRecord], results_dir: Path | str) -> Outcomes | None:
-    """The configuration's per-video top-1, over the seeds that have it; None if none has.
+def seed_predictions(summary: MethodSummary, records: Mapping[str, RunRecord],
+                     results_dir: Path | str) -> dict[int, Predictions]:
+    """The per-video outputs of the configuration's seeds that have them, by seed.
 
     Seeds of one configuration evaluated on different validation lists are records of different
     experiments mixed in one folder: an error naming both files, like any other disagreement.
     """
-    rows, seeds, first = [], [], None
+    found: dict[int, Predictions] = {}
+    first: RunRecord | None = None
     for seed, name in zip(summary.seeds, summary.files):
         record = records[name]
         predictions = load_predictions(results_dir, record)
@@ -92,11 +94,18 @@ def load_outcomes(summary: MethodSummary, records: Mapping[str, RunRecord], resu
                 f"evaluated on different validation lists ({record.predictions['val_list_sha256'][:12]} vs "
                 f"{first.predictions['val_list_sha256'][:12]}); keep each validation copy's runs in its own "
                 "--results directory and compare them with `python -m bench.compare`")
-        rows.append(predictions.top1_correct)
-        seeds.append(seed)
-    if first is None:
+        found[seed] = predictions
+    return found
+
+
+def load_outcomes(summary: MethodSummary, records: Mapping[str, RunRecord], results_dir: Path | str) -> Outcomes | None:
+    """The configuration's per-video top-1, over the seeds that have it; None if none has."""
+    found = seed_predictions(summary, records, results_dir)
+    if not found:
         return None
-    return Outcomes(seeds=tuple(seeds), correct=np.stack(rows), val_list=first.predictions["val_list_sha256"])
+    first = next(iter(found.values()))
+    return Outcomes(seeds=tuple(found), correct=np.stack([p.top1_correct for p in found.values()]),
+                    val_list=first.list_sha256())
 
 
 def resolve_reference(rows: Sequence[MethodSummary], reference_method: str) -> tuple[str | None, str | None]:
