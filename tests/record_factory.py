@@ -78,9 +78,18 @@ def chosen_right(n_videos: int, top1: float, key: str) -> np.ndarray:
     return correct
 
 
+def make_curves(top1: float, seed: int) -> dict:
+    """Two epochs of four steps, a point every two steps and an evaluation per epoch."""
+    steps = [2, 4, 6, 8]
+    return {"log_every": 2, "steps_per_epoch": 4,
+            "train": {"step": steps, "loss": [2.0 / (1 + k + 0.1 * seed) for k in range(4)],
+                      "lr": [0.01, 0.02, 0.015, 0.0], "clips_per_s": [100.0 + seed, 110.0, 108.0, 111.0]},
+            "eval": {"step": [4, 8], "top1": [top1 - 5.0, top1], "top5": [min(100.0, top1), min(100.0, top1 + 5)]}}
+
+
 def write_suite(results_dir: Path, seeds: tuple[int, ...] = (0, 1, 2), videos: int | None = None) -> list[RunRecord]:
     """Every method in METHODS on both synthetic tasks, each seed a little apart; with ``videos``,
-    each record has per-video outputs on that many videos (top-1 as the record says)."""
+    each record has per-video outputs on that many videos (top-1 as the record says) and curves."""
     records = []
     for method, (_, _, appearance, motion) in METHODS.items():
         for dataset, top1 in (("synth_appearance", appearance), ("synth_motion", motion)):
@@ -89,7 +98,8 @@ def write_suite(results_dir: Path, seeds: tuple[int, ...] = (0, 1, 2), videos: i
                 if videos is None:
                     write_record(results_dir, record)
                 else:
-                    record = attach_predictions(results_dir, record, make_predictions(
+                    record = attach_predictions(results_dir, dataclasses.replace(
+                        record, curves=make_curves(record.top1, seed)), make_predictions(
                         chosen_right(videos, record.top1, record.stem)))
                 records.append(record)
     return records

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from record_factory import make_record, write_suite
+from record_factory import attach_predictions, make_predictions, make_record, write_suite
 
 from bench import report
 from bench.reporting.generate import generate
@@ -19,7 +21,9 @@ from bench.reporting.inputs import build_report
 from bench.reporting.layout import DEFAULT_REFERENCE
 from bench.reporting.plots import figure_size_px, write_plots
 from bench.reporting.reference import load_reference
+from bench.reporting import stats
 from bench.reporting.summary import ReportError, summarize
+from bench.store.predictions import load_predictions
 from bench.store.records import RecordError, load_records, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +203,143 @@ def test_command_line_entry_point(suite: Path):
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert "README.md" in done.stdout and (suite / "README.md").is_file()
+
+
+# -- per-video outputs: intervals, paired differences, curves ------------------------------------
+
+VIDEOS = 400  # every factory top-1 is a multiple of 0.25 points, so exactly representable on 400 videos
+
+
+@pytest.fixture(scope="module")
+def outputs_template(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("outputs")
+    write_suite(results, videos=VIDEOS)
+    return results
+
+
+@pytest.fixture()
+def outputs(outputs_template: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "outputs"
+    shutil.copytree(outputs_template, folder)
+    return folder
+
+
+def _markdown_rows(readme: str, section: str, after: str | None = None) -> dict[str, list[str]]:
+    """The rows of the first table in the README section `section` (after the text `after`), by first cell."""
+    text = readme.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    lines = (text if after is None else text.split(after, 1)[1]).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))[2:]
+    return {cells[0]: cells for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
+
+
+def test_paired_differences_are_the_stats_of_the_predictions(outputs: Path):
+    generate(outputs, plots=False)
+    readme = (outputs / "README.md").read_text()
+    records = {r.file_name: r for r in load_records(outputs)}
+    report = build_report(outputs)
+    group = ("synth_motion", "synth_vit", "synth")
+    by_method = {s.method: s for s in report.summaries if s.group == group}
+
+    def correct(method):
+        return np.stack([load_predictions(outputs, records[f]).top1_correct for f in by_method[method].files])
+
+    expected = stats.paired_difference(correct("full_ft"), correct("st_adapter"))
+    assert expected.difference == pytest.approx(by_method["full_ft"].top1_mean - by_method["st_adapter"].top1_mean)
+    rows = _markdown_rows(readme, "synth_motion · synth_vit · recipe synth", "Paired differences against the reference st_adapter")
+    assert sorted(rows) == ["full_ft", "linear_probe"]  # every method but the reference
+    full_ft = rows["full_ft"]
+    assert full_ft[1] == f"{expected.difference:+.2f}" and full_ft[1].startswith("-20.")
+    assert full_ft[2] == f"[{expected.interval.low:+.2f}, {expected.interval.high:+.2f}]"
+    assert full_ft[4] == "yes" and full_ft[5:] == ["3", str(VIDEOS)]
+    # the measured table: the intervals of each row, and the seeds and videos behind them
+    measured = _markdown_rows(readme, "synth_motion · synth_vit · recipe synth")
+    s = by_method["st_adapter"]
+    t = stats.seed_interval(s.top1)
+    v = stats.video_interval(stats.resampled_hits(correct("st_adapter")), VIDEOS)
+    assert measured["st_adapter"][5] == f"[{t.low:.2f}, {t.high:.2f}]"
+    assert measured["st_adapter"][6] == f"[{v.low:.2f}, {v.high:.2f}]"
+    assert measured["st_adapter"][8:10] == ["3", str(VIDEOS)]
+    with (outputs / "tables" / "synth_motion__synth_vit__synth__paired.csv").open() as f:
+        paired = {row["method"]: row for row in csv.DictReader(f)}
+    assert float(paired["full_ft"]["p_value"]) == pytest.approx(expected.p_value, abs=1e-4)
+    assert paired["full_ft"]["reference"] == "st_adapter" and paired["full_ft"]["distinguishable"] == "yes"
+
+
+def test_tables_with_per_video_outputs_are_byte_stable(outputs: Path, tmp_path: Path):
+    generate(outputs, tmp_path / "a", plots=False)
+    generate(outputs, tmp_path / "b", plots=False)
+    a = _read_all(tmp_path / "a")
+    assert a == _read_all(tmp_path / "b") and "tables/synth_motion__synth_vit__synth__paired.csv" in a
+    shuffled = tmp_path / "shuffled"
+    (shuffled / "runs").mkdir(parents=True)
+    for path in reversed(sorted((outputs / "runs").iterdir())):
+        shutil.copy(path, shuffled / "runs" / path.name)
+    generate(shuffled, tmp_path / "c", plots=False)
+    assert _read_all(tmp_path / "c") == a
+
+
+def test_the_reference_method_is_chosen_on_the_command_line(outputs: Path):
+    assert report.main(["--results", str(outputs), "--no-plots", "--reference-method", "full_ft"]) == 0
+    readme = (outputs / "README.md").read_text()
+    rows = _markdown_rows(readme, "synth_motion · synth_vit · recipe synth", "Paired differences against the reference full_ft")
+    assert sorted(rows) == ["linear_probe", "st_adapter"] and rows["st_adapter"][1].startswith("+20.")
+    assert report.main(["--results", str(outputs), "--no-plots", "--reference-method", "nope"]) == 0
+    assert "the reference method nope has no runs here" in (outputs / "README.md").read_text()
+
+
+def test_old_records_are_marked_and_never_tested(outputs: Path):
+    for path in (outputs / "runs").glob("*linear_probe__s*.json"):  # linear_probe as schema 1 wrote it
+        data = json.loads(path.read_text())
+        (outputs / "runs" / data["predictions"]["file"]).unlink()
+        del data["predictions"], data["curves"]
+        path.write_text(json.dumps({**data, "schema_version": 1}))
+    generate(outputs, plots=False)
+    readme = (outputs / "README.md").read_text()
+    section = readme.split("## synth_motion · synth_vit · recipe synth", 1)[1]
+    assert "no per-video outputs (records written before schema 2): linear_probe" in section
+    rows = _markdown_rows(readme, "synth_motion · synth_vit · recipe synth", "Paired differences against the reference st_adapter")
+    assert rows["linear_probe"][4] == "not tested: no per-video outputs" and rows["full_ft"][4] == "yes"
+    measured = _markdown_rows(readme, "synth_motion · synth_vit · recipe synth")
+    assert measured["linear_probe"][6] == "—" and measured["linear_probe"][5] != "—"  # the seed interval stays
+
+
+def test_runs_on_different_validation_lists_are_not_paired(outputs: Path):
+    for record in load_records(outputs):
+        if (record.method, record.dataset) == ("full_ft", "synth_motion"):
+            other = make_predictions(load_predictions(outputs, record).top1_correct,
+                                     ids=[f"elsewhere/{i}" for i in range(VIDEOS)])
+            attach_predictions(outputs, record, other)
+    generate(outputs, plots=False)
+    rows = _markdown_rows((outputs / "README.md").read_text(), "synth_motion · synth_vit · recipe synth",
+                          "Paired differences against the reference st_adapter")
+    assert rows["full_ft"][4].startswith("not tested: different validation lists")
+    assert rows["linear_probe"][4] == "yes"
+
+
+def test_seeds_of_one_configuration_on_different_lists_are_an_error(outputs: Path):
+    [record] = [r for r in load_records(outputs) if (r.method, r.dataset, r.seed) == ("full_ft", "synth_motion", 1)]
+    attach_predictions(outputs, record, make_predictions(np.ones(VIDEOS, dtype=bool),
+                                                         ids=[f"elsewhere/{i}" for i in range(VIDEOS)]))
+    with pytest.raises(ReportError, match="evaluated on different validation lists") as excinfo:
+        generate(outputs, plots=False)
+    assert record.file_name in str(excinfo.value)
+
+
+def test_every_figure_is_drawn_from_the_outputs(outputs: Path, tmp_path: Path):
+    paths = generate(outputs, tmp_path / "out")
+    plots = sorted(p.name for p in paths if p.parent.name == "plots")
+    assert plots == sorted(f"{stem}.{ext}" for ext in ("png", "pdf") for stem in (
+        "accuracy_vs_params", "datasets_by_method", "paired_differences",
+        "curves__synth_appearance__synth_vit__synth", "curves__synth_motion__synth_vit__synth"))
+    readme = (tmp_path / "out" / "README.md").read_text()
+    for name in plots:
+        if name.endswith(".png"):
+            assert f"(plots/{name})" in readme
+    sizes = {"accuracy_vs_params": figure_size_px(2), "paired_differences": figure_size_px(2),
+             "curves__synth_motion__synth_vit__synth": figure_size_px(4, max_columns=2)}
+    for stem, size in sizes.items():
+        with Image.open(tmp_path / "out" / "plots" / f"{stem}.png") as image:
+            assert image.size == size and len(image.getcolors(maxcolors=1 << 20)) > 20
+    generate(outputs, tmp_path / "again")
+    assert _read_all(tmp_path / "out" / "plots") == _read_all(tmp_path / "again" / "plots")

@@ -54,13 +54,20 @@ def figure_size_px(n_panels: int, max_columns: int = MAX_PANEL_COLUMNS) -> tuple
     return (round(w * DPI), round(h * DPI))
 
 
-def _method_styles(methods: Iterable[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
-    """A fixed colour and marker per method, shared by every figure."""
+def _method_styles(methods: Iterable[str], others: Iterable[str] = ()) -> dict[str, tuple[tuple[float, float, float], str]]:
+    """A fixed colour and marker per method, shared by every figure: the measured `methods` take the
+    first (most distinct) colours of the palette, `others` (reported ones) the rest."""
     import seaborn as sns
 
-    names = sorted(set(methods))
+    measured = sorted(set(methods))
+    names = measured + sorted(set(others) - set(measured))
     palette = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
     return {m: (palette[i], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(names)}
+
+
+def _report_styles(report: Report) -> dict[str, tuple[tuple[float, float, float], str]]:
+    """Styles over every method the report names, so a method looks the same in every figure."""
+    return _method_styles([s.method for s in report.summaries], [r.method for r in report.reported])
 
 
 def _panels(n: int, max_columns: int = MAX_PANEL_COLUMNS):
@@ -115,7 +122,7 @@ def plot_accuracy_vs_params(report: Report, stem: Path) -> list[Path]:
 
     summaries, reported = report.summaries, report.reported
     groups = group_summaries(summaries)
-    styles = _method_styles([s.method for s in summaries] + [r.method for r in reported])
+    styles = _report_styles(report)
     fig, axes = _panels(len(groups))
     for ax, (group, rows) in zip(axes, groups.items()):
         dataset, backbone, recipe = group
@@ -149,7 +156,7 @@ def plot_paired_differences(report: Report, stem: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
     groups = report.groups_with_paired_tests()
-    styles = _method_styles([s.method for s in report.summaries])
+    styles = _report_styles(report)
     fig, axes = _panels(len(groups))
     for ax, group in zip(axes, groups):
         analysis = report.analysis[group]
@@ -196,7 +203,7 @@ def plot_training_curves(report: Report, group, stem: Path) -> list[Path]:
     from matplotlib.patches import Patch
 
     rows = group_summaries(report.summaries)[group]
-    styles = _method_styles([s.method for s in report.summaries])
+    styles = _report_styles(report)
     titles = {"loss": ("training loss (interval mean)", "train"), "lr": ("learning rate", "train"),
               "clips_per_s": ("training throughput (clips/s)", "train"), "top1": ("validation top-1 (%)", "eval")}
     fig, axes = _panels(len(CURVE_PANELS), max_columns=2)
@@ -214,8 +221,6 @@ def plot_training_curves(report: Report, group, stem: Path) -> list[Path]:
                     markersize=4, linewidth=1.3, label=s.method)
             if len(runs) > 1:
                 ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2, linewidth=0)
-        if column == "loss":
-            ax.set_yscale("log")
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("epoch")
     dataset, backbone, recipe = group

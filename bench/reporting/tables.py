@@ -124,9 +124,8 @@ def _measured_cells(s: MethodSummary, intervals: Intervals) -> tuple[str, ...]:
     )
 
 
-def _paired_headers(reference: str) -> tuple[str, ...]:
-    return ("method", f"Δ top-1 vs {reference} (points)", "95% CI", "p", "distinguishable at 5%",
-            "seeds", "videos")
+_PAIRED_HEADERS = ("method", "Δ top-1 vs reference (points)", "95% CI", "p", "distinguishable at 5%",
+                   "seeds", "videos")
 
 
 def _paired_cells(row: PairedRow) -> tuple[str, ...]:
@@ -229,11 +228,11 @@ def _paired_section(group: tuple[str, str, str], analysis: GroupAnalysis) -> tup
     md = [f"- {note}" for note in analysis.notes] + ([""] if analysis.notes else [])
     if analysis.reference is None or not analysis.paired:
         return md, [], None
-    headers = _paired_headers(analysis.reference)
     cells = [_paired_cells(row) for row in analysis.paired]
-    md += [f"Paired differences against {analysis.reference} (paired bootstrap over videos and seeds):", "",
-           _table(cells, headers, _PAIRED_ALIGN, "pipe")]
-    tex = [f"% Paired differences against {analysis.reference}", _table(cells, headers, _PAIRED_ALIGN, "latex_booktabs")]
+    md += [f"Paired differences against the reference {analysis.reference} (paired bootstrap over videos and "
+           "seeds):", "", _table(cells, _PAIRED_HEADERS, _PAIRED_ALIGN, "pipe")]
+    tex = [f"% Paired differences against the reference {analysis.reference}",
+           _table(cells, _PAIRED_HEADERS, _PAIRED_ALIGN, "latex_booktabs")]
     csv_text = _csv_text((_paired_csv_row(group, analysis.reference, row) for row in analysis.paired),
                          _PAIRED_CSV_COLUMNS)
     return md, tex, csv_text
