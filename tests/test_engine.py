@@ -1,5 +1,6 @@
 """The engine on real tiny runs: optimiser and schedule, determinism, resume, gradient accumulation."""
 import math
+import signal
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from torch import nn
 from bench.engine.batching import StepPlan, train_batches
 from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
+from bench.engine.preemption import STOPS
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.store.predictions import load_predictions
 from bench.store.records import load_records
@@ -103,6 +105,28 @@ def test_run_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, data_root):
             assert resumed.curves[part][column] == reference.curves[part][column]
     w_ref, w_res = final_weights(tmp_path / "whole", cfg), final_weights(tmp_path / "cut", cfg)
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+
+
+def test_a_run_saved_mid_interval_resumes_with_the_same_curve_points(tmp_path, data_root):
+    """A stop signal saves the run at its next step, inside a logging interval: the interval's loss
+    so far is saved with it, so the resumed run logs the points an uninterrupted one does."""
+    cfg = tiny_run(data_root)
+    execution = Execution(progress=False, log_every=2)  # 2 steps per epoch: one point per epoch
+    reference = execute_run(cfg, tmp_path / "whole", execution)
+
+    def stop(step):
+        if step == 3:
+            STOPS.signum = signal.SIGUSR2  # what the handler notes when SLURM stops a job
+        if step == 4:
+            raise Interrupt  # killed before the interval ends
+
+    with pytest.raises(Interrupt):
+        execute_run(cfg, tmp_path / "cut", execution, stop)
+    resumed = execute_run(cfg, tmp_path / "cut", execution)
+    assert resumed.extra["attempts"] == 2 and same_metrics(resumed, reference)
+    assert resumed.curves["train"]["step"] == reference.curves["train"]["step"] == [2, 4, 6]
+    assert resumed.curves["train"]["loss"] == reference.curves["train"]["loss"]
+    assert resumed.curves["eval"] == reference.curves["eval"]
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data_root):
