@@ -1,1 +1,2 @@
-"""The results store: run records (one JSON file per run) and the provenance they carry."""
+"""The results store: run records (one JSON file per run), the per-video predictions and training
+curves they carry or point to, and their provenance."""
