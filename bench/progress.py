@@ -64,7 +64,8 @@ class LineProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def write(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        """A message between progress lines, on stdout as tqdm.write puts it."""
+        print(text, flush=True)
 
     def _line(self, final: bool = False) -> None:
         if self.disable:
@@ -74,7 +75,8 @@ class LineProgress:
         done = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
         tail = f", {self.postfix}" if self.postfix else ""
         end = ", done" if final else ""
-        self.write(f"{self.desc}: {done} in {elapsed:.0f} s, {rate:.3g} {self.unit}/s{tail}{end}")
+        print(f"{self.desc}: {done} in {elapsed:.0f} s, {rate:.3g} {self.unit}/s{tail}{end}", file=sys.stderr,
+              flush=True)
         self._printed_n = self.n
 
     def close(self) -> None:

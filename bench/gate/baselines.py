@@ -73,11 +73,24 @@ class SeedResult:
     top1: float
     top5: float
     per_class_top1: list
+    loss_curve: list  # the training loss at every logged point
+    eval_curve: list  # top-1 at every evaluation during training
+    predictions_sha256: str | None  # the per-video outputs, byte for byte
 
     @classmethod
     def of(cls, record: RunRecord) -> "SeedResult":
+        curves = record.curves or {"train": {"loss": []}, "eval": {"top1": []}}
         return cls(record.seed, record.config_hash, record.fingerprint.get("digest", "none"), record.top1,
-                   record.top5, list(record.per_class_top1))
+                   record.top5, list(record.per_class_top1), list(curves["train"]["loss"]),
+                   list(curves["eval"]["top1"]), (record.predictions or {}).get("sha256"))
+
+    def moved(self, fresh: "SeedResult") -> list[str]:
+        """The numbers of ``fresh`` (the same seed, run again) that differ from these, by name."""
+        return [f"{name} {getattr(self, name)!r} -> {getattr(fresh, name)!r}" if name in ("top1", "top5")
+                else name for name in EXACT_FIELDS if getattr(self, name) != getattr(fresh, name)]
+
+
+EXACT_FIELDS = ("top1", "top5", "per_class_top1", "loss_curve", "eval_curve", "predictions_sha256")
 
 
 @dataclass(frozen=True)

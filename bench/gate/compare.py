@@ -107,10 +107,7 @@ def _judge_accuracy(key: Key, runs: list[RunRecord], b: Baseline, environment_si
     mean = statistics.fmean(r.top1 for r in runs)
     fresh_text, base_text = f"{mean:.2f} (n={len(runs)})", f"{b.top1_mean:.2f} (n={b.n})"
     if paired and same_fingerprint(runs, b.seeds):
-        moved = [f"seed {r.seed}: {field_name} {theirs!r} -> {ours!r}" for r, s in paired
-                 for field_name, ours, theirs in (("top1", r.top1, s.top1), ("top5", r.top5, s.top5),
-                                                  ("per_class_top1", r.per_class_top1, s.per_class_top1))
-                 if ours != theirs]
+        moved = [f"seed {r.seed}: {change}" for r, s in paired for change in s.moved(SeedResult.of(r))]
         change = f"{mean - statistics.fmean(s.top1 for _, s in paired):+.2f}"
         verdict = "FAIL" if moved else "ok"
         why = f"same fingerprint, {len(paired)} seed(s) compared bit for bit"

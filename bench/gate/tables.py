@@ -5,7 +5,8 @@ import difflib
 from pathlib import Path
 
 from bench.reporting.inputs import build_report
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, DEFAULT_REFERENCE, PLOTS_SUBDIR, TABLES_SUBDIR
+from bench.reporting.layout import DEFAULT_REFERENCE, PLOTS_SUBDIR, TABLES_SUBDIR
+from bench.reporting.plots import plot_stems
 from bench.reporting.tables import render_tables
 
 
@@ -13,7 +14,6 @@ def check_tables(committed_dir: Path | str, reference: Path | str = DEFAULT_REFE
     """Problems with the committed tables: each differing file with a unified diff, missing or stray files."""
     committed_dir = Path(committed_dir)
     report = build_report(committed_dir, reference)  # the committed report uses the default reference method
-    summaries = report.summaries
     expected = render_tables(report)
     regenerate = f"regenerate with `python -m bench.report --results {committed_dir}`"
     problems = []
@@ -34,10 +34,9 @@ def check_tables(committed_dir: Path | str, reference: Path | str = DEFAULT_REFE
                    and p.relative_to(committed_dir).as_posix() not in expected) if tables_dir.is_dir() else []
     problems += [f"{p} is not generated from the records (stale or hand-written); delete it and "
                  f"{regenerate}" for p in stray]
-    if summaries:
-        for name in (ACCURACY_PLOT, DATASETS_PLOT):
-            for ext in ("png", "pdf"):
-                path = committed_dir / PLOTS_SUBDIR / f"{name}.{ext}"
-                if not path.is_file() or path.stat().st_size == 0:
-                    problems.append(f"{path} is missing or empty; {regenerate}")
+    for name in plot_stems(report):
+        for ext in ("png", "pdf"):
+            path = committed_dir / PLOTS_SUBDIR / f"{name}.{ext}"
+            if not path.is_file() or path.stat().st_size == 0:
+                problems.append(f"{path} is missing or empty; {regenerate}")
     return problems

@@ -265,6 +265,14 @@ def _series(s: MethodSummary, summaries: Sequence[MethodSummary]) -> str:
     return s.dataset if len(recipes) == 1 else f"{s.dataset} ({s.recipe})"
 
 
+def plot_stems(report: Report) -> list[str]:
+    """The figures ``write_plots`` makes for ``report`` (file names without the extension)."""
+    if not report.summaries:
+        return []
+    stems = [ACCURACY_PLOT, DATASETS_PLOT] + ([PAIRED_PLOT] if report.groups_with_paired_tests() else [])
+    return stems + [curves_plot(group) for group in report.groups_with_curves()]
+
+
 def write_plots(report: Report, plots_dir: Path) -> list[Path]:
     """Every figure as PNG and PDF; nothing when there are no records to plot, and no paired or
     curves figure where nothing was measured for it."""
