@@ -17,8 +17,8 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
     """One line per (dataset, method): parameters, GFLOPs x views and estimated GPU-hours."""
     from tabulate import tabulate
 
+    from bench.cache import cache_root
     from bench.counting import cached_count
-    from bench.data.synthetic import cache_root
     from methods import build_model, get_backbone_config
     rows, total_hours = [], 0.0
     for cfg in runs:

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import decord
 import numpy as np
 
 from bench.atomic import atomic_directory
+from bench.cache import cache_root
 from bench.progress import progress_bar
 
 from .listfile import VideoEntry, write_list, write_text_atomic
@@ -306,10 +306,6 @@ def check_decodable(path: Path, config: SynthConfig) -> None:
     if tuple(shape) != (1, config.size, config.size, 3):
         raise SynthConfigError(f"SynthConfig.size: decord cannot read {config.size} px videos correctly "
                                f"(got {tuple(shape)}); use another size such as 32, 40, 56 or 64")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", "~/.cache/petl-bench")).expanduser()
 
 
 def synthetic_dir(task: str, config: SynthConfig, root: str | Path | None = None) -> Path:

@@ -23,8 +23,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bench.atomic import atomic_directory
+from bench.cache import cache_root
 from bench.data.spec import CLIP_MEAN, CLIP_STD
-from bench.data.synthetic import cache_root, make_stills
+from bench.data.synthetic import make_stills
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.seeding import seed_everything
 from bench.progress import progress_bar

@@ -17,7 +17,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from bench.reporting.stats import Interval, PairedDifference, paired_bootstrap, resampled_hits, seed_interval, video_interval
+from bench.reporting.stats import (
+    Interval,
+    PairedDifference,
+    paired_bootstrap,
+    resampled_hits,
+    seed_interval,
+    video_interval,
+)
 from bench.reporting.summary import MethodSummary, ReportError, group_summaries
 from bench.store.predictions import Predictions, load_predictions
 from bench.store.records import RunRecord, runs_dir
