@@ -2,63 +2,32 @@
 
 ``build_model("st_adapter", "clip_vit_b16", num_classes=400, num_frames=8, weights="ViT-B-16.pt",
 method_options={"preset": "12x384"})`` returns a ``VideoClassifier`` whose trainable set the method
-declared (``trainable_named_parameters``). Methods differ only in the modules they insert into the
-frame encoder's slots and in what they unfreeze; encoder, temporal pooling and head are shared.
+declared (``trainable_named_parameters``). Methods differ only in the modules they insert at the
+frame encoder's sites and in what they unfreeze; encoder, temporal pooling and head are shared.
+A method is one file that registers itself (``methods.registry``); files of this package are
+found by themselves, others are loaded with ``load_method_file`` or ``$BENCH_METHOD_FILES``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from . import adapter, full_ft, linear_probe, partial_ft, prompt_tuning, st_adapter, temporal_attention
-from .backbone import (BackboneConfig, BackboneError, FrameEncoder, get_backbone_config, list_backbones,
-                       register_backbone)
-from .base import (MethodConfig, MethodConfigError, MethodSpec, UnknownMethodError, VideoClassifier,
-                   VideoHead, WeightsError)
+from .backbone import (BackboneConfig, BackboneError, Branch, EncoderSiteError, FrameEncoder,
+                       get_backbone_config, list_backbones, register_backbone)
+from .base import (MethodConfig, MethodConfigError, MethodRegistryError, MethodSpec,
+                   UnknownMethodError, VideoClassifier, VideoHead, WeightsError, last_blocks)
+from .registry import (METHOD_FILES_ENV, get_method, list_methods, load_method_file,
+                       make_method_config, register_method)
 from .weights import export_st_adapter_checkpoint, load_backbone, load_extras, read_weights
 
 __all__ = [
-    "BackboneConfig", "BackboneError", "FrameEncoder", "MethodConfig", "MethodConfigError",
-    "MethodSpec", "UnknownMethodError", "VideoClassifier", "VideoHead", "WeightsError",
-    "build_model", "export_st_adapter_checkpoint", "get_backbone_config", "get_method",
-    "list_backbones", "list_methods", "make_method_config", "register_backbone",
+    "BackboneConfig", "BackboneError", "Branch", "EncoderSiteError", "FrameEncoder",
+    "METHOD_FILES_ENV", "MethodConfig", "MethodConfigError", "MethodRegistryError", "MethodSpec",
+    "UnknownMethodError", "VideoClassifier", "VideoHead", "WeightsError", "build_model",
+    "export_st_adapter_checkpoint", "get_backbone_config", "get_method", "last_blocks",
+    "list_backbones", "list_methods", "load_method_file", "make_method_config", "register_backbone",
+    "register_method",
 ]
-
-_METHODS: dict[str, MethodSpec] = {
-    module.METHOD.name: module.METHOD
-    for module in (adapter, full_ft, linear_probe, partial_ft, prompt_tuning, st_adapter,
-                   temporal_attention)
-}
-
-
-def list_methods() -> list[str]:
-    return sorted(_METHODS)
-
-
-def get_method(method: str) -> MethodSpec:
-    try:
-        return _METHODS[method]
-    except KeyError:
-        raise UnknownMethodError(f"unknown method {method!r}; choose one of {list_methods()}") from None
-
-
-def make_method_config(method: str, **options: Any) -> MethodConfig:
-    """The method's typed config from a preset (``preset=...``) and/or explicit options."""
-    spec = get_method(method)
-    preset = options.pop("preset", None)
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in spec.presets:
-            raise MethodConfigError(f"{method}: unknown preset {preset!r}; presets: "
-                                    f"{sorted(spec.presets) or 'none'}")
-        values.update(spec.presets[preset])
-    fields = spec.config_cls.__dataclass_fields__
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise MethodConfigError(f"{method}: unknown option(s) {unknown}; options: "
-                                f"{sorted(fields) or 'none'}, plus 'preset' {sorted(spec.presets)}")
-    values.update(options)
-    return spec.config_cls(**values)
 
 
 def _positive_int(name: str, value: Any) -> None:

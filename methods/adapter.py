@@ -1,20 +1,22 @@
 """Plain bottleneck adapter: fc1 -> GELU -> fc2 with a zero-initialised up-projection, placed like
 ST-Adapter (patch tokens, same slots and width) but with no temporal conv, so frames never interact.
-``kernel_size=1`` adds a per-channel (1,1,1) conv: the kernel-size ablation of DESIGN.md section 3."""
+``kernel_size=1`` adds a per-channel (1,1,1) conv: the kernel-size ablation of DESIGN.md section 3.
+
+On the synthetic tasks it is placed as st_adapter is there (width 32, both positions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-from .base import MethodSpec, VideoClassifier
+from .base import VideoClassifier
 from .bottleneck import AdapterPlacement, insert_adapters
+from .registry import register_method
 
 
 @dataclass(frozen=True)
 class AdapterConfig(AdapterPlacement):
     """Width, slots, last-N blocks; ``kernel_size`` None (no conv, default) or 1."""
 
-    method = "adapter"
     kernel_size: int | Sequence[int] | None = None
 
     def __post_init__(self) -> None:
@@ -24,19 +26,12 @@ class AdapterConfig(AdapterPlacement):
                                                              "or 1 (temporal kernels: st_adapter)")
 
 
+@register_method("adapter", AdapterConfig, presets={
+    "12x384": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": None},
+    "24x384": {"width": 384, "positions": ("pre_attn", "pre_mlp"), "num_layers": None,
+               "kernel_size": None},
+    "12x384_k1": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": 1},
+}, recipe_options={"synth": {"width": 32, "positions": "pre_attn,pre_mlp"}})
 def attach(model: VideoClassifier, cfg: AdapterConfig) -> list:
     adapters = insert_adapters(model, cfg, activation=True, zero_init="fc2")
     return [*adapters, model.head]
-
-
-METHOD = MethodSpec(
-    name="adapter",
-    config_cls=AdapterConfig,
-    attach=attach,
-    presets={
-        "12x384": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": None},
-        "24x384": {"width": 384, "positions": ("pre_attn", "pre_mlp"), "num_layers": None,
-                   "kernel_size": None},
-        "12x384_k1": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": 1},
-    },
-)

@@ -1,17 +1,19 @@
 """The frame encoder every method attaches to: an image ViT built from timm's VisionTransformer parts.
 
 Frames are encoded independently (the batch is B*T frames); time can only enter through modules a
-method puts into the per-block slots ``pre_attn`` / ``pre_mlp``, which act on the residual stream
-right before the attention's / the MLP's LayerNorm (where ST-Adapter places its adapters).
+method inserts at the encoder's sites (``FrameEncoder`` lists them). The pre-trained weights keep
+timm's keys whatever is inserted: the backbone's state-dict keys are fixed when the encoder is
+built, and everything a method adds lives under keys of its own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from timm.layers import PatchEmbed, QuickGELU
 from timm.models.vision_transformer import VisionTransformer
 
@@ -101,11 +103,80 @@ def list_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
+BLOCK_SLOTS = ("pre_attn", "pre_mlp")
+BRANCHES = ("attn", "mlp")
+PROJECTIONS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
 class EmptySlot(nn.Identity):
     """A slot with nothing inserted; takes the slot call signature ``(x, num_frames)``."""
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         return x
+
+
+class Branch(NamedTuple):
+    """A block's frozen residual branch: its LayerNorm and its sublayer (attention or MLP)."""
+
+    norm: nn.Module
+    sublayer: nn.Module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sublayer(self.norm(x))
+
+
+class PlainBranch(nn.Identity):
+    """A residual branch with nothing wrapped around it: the block's own ``sublayer(norm(x))``."""
+
+    def forward(self, x: torch.Tensor, num_frames: int, branch: Branch) -> torch.Tensor:
+        return branch(x)
+
+
+class ParallelBranch(nn.Module):
+    """``sublayer(h) + side(h, num_frames)`` with ``h = norm(x)``: a module beside a frozen sublayer,
+    reading the same normalised input (as AIM's MLP adapter does)."""
+
+    def __init__(self, side: nn.Module) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: torch.Tensor, num_frames: int, branch: Branch) -> torch.Tensor:
+        hidden = branch.norm(x)
+        return branch.sublayer(hidden) + self.side(hidden, num_frames)
+
+
+class WrappedLinear(nn.Module):
+    """A frozen projection with a method's module around it.
+
+    The Linear's parameters stay under their own keys (``weight``, ``bias``), so pre-trained weights
+    load as before; the method's module sits under its own name and is called as
+    ``module(x, linear)``, where ``linear(x)`` is the frozen projection.
+    """
+
+    def __init__(self, linear: nn.Linear, name: str, module: nn.Module) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.name = name
+        self.add_module(name, module)
+
+    @property
+    def wrapper(self) -> nn.Module:
+        return self._modules[self.name]
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wrapper(x, self.linear)
+
+    def unwrapped(self) -> nn.Linear:
+        """A plain Linear holding the same parameters."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        linear.weight = self.weight
+        linear.bias = self.bias
+        return linear
 
 
 def _patch_embed_with_bias(bias: bool) -> Callable[..., PatchEmbed]:
@@ -115,14 +186,29 @@ def _patch_embed_with_bias(bias: bool) -> Callable[..., PatchEmbed]:
     return make
 
 
+class EncoderSiteError(ValueError):
+    """A method inserted a module where the encoder has no site, or where one already sits."""
+
+
 class FrameEncoder(nn.Module):
     """A ViT over a batch of frames that returns each frame's CLS token before the final LayerNorm.
 
     The modules are those of a timm ``VisionTransformer`` built from the config (so the state-dict
     keys are timm's: ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``norm_pre``, ``blocks.i.*``,
     ``norm``); its head, pooling and dropouts are not kept. The blocks are run here rather than
-    through ``Block.forward`` so that methods can insert modules between the block's sublayers.
-    Slot modules are called as ``module(x, num_frames)`` with ``x`` of shape [B*T, tokens, width].
+    through ``Block.forward`` so that methods can insert modules at these sites (``x`` is
+    [B*T, tokens, width], frames of a clip contiguous):
+
+    * slots on the residual stream, ``module(x, num_frames) -> x``: ``post_embed`` (after patch,
+      CLS and position embeddings, before ``norm_pre``; keys ``post_embed.*``), and per block
+      ``pre_attn`` / ``pre_mlp`` (before the sublayer's LayerNorm; keys ``pre_attn.{i}.*``);
+    * residual branches, per block ``attn`` / ``mlp``: ``module(x, num_frames, branch) -> delta``
+      replaces ``branch(x) = sublayer(norm(x))`` in ``x + branch(x)`` (keys ``attn_branch.{i}.*``);
+      ``add_parallel`` puts a module beside the sublayer on the same normalised input;
+    * projections, per block ``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``:
+      ``module(x, linear) -> y`` replaces ``linear(x)`` (keys ``blocks.{i}.attn.qkv.<name>.*``).
+
+    With nothing inserted every site is a parameter-free pass-through.
     """
 
     def __init__(self, cfg: BackboneConfig) -> None:
@@ -144,24 +230,101 @@ class FrameEncoder(nn.Module):
         self.norm_pre = vit.norm_pre
         self.blocks = vit.blocks
         self.norm = vit.norm
+        self.post_embed = EmptySlot()
         self.pre_attn = nn.ModuleList(EmptySlot() for _ in range(cfg.depth))
+        self.attn_branch = nn.ModuleList(PlainBranch() for _ in range(cfg.depth))
         self.pre_mlp = nn.ModuleList(EmptySlot() for _ in range(cfg.depth))
+        self.mlp_branch = nn.ModuleList(PlainBranch() for _ in range(cfg.depth))
+        self._backbone_keys = frozenset(self.state_dict())
 
     def backbone_state_keys(self) -> set[str]:
-        """State-dict keys that pre-trained image weights provide (everything but the slots)."""
-        return {k for k in self.state_dict() if not k.startswith(("pre_attn.", "pre_mlp."))}
+        """State-dict keys that pre-trained image weights provide: those the encoder had when built."""
+        return set(self._backbone_keys)
+
+    # -- sites ----------------------------------------------------------------------------------
+
+    def _block(self, site: str, block: int) -> int:
+        if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < self.depth:
+            raise EncoderSiteError(f"site {site!r}: block={block!r} is not a block index of this "
+                                   f"{self.depth}-block encoder (0..{self.depth - 1})")
+        return block
+
+    def set_slot(self, site: str, module: nn.Module, block: int | None = None) -> None:
+        """Put ``module(x, num_frames) -> x`` on the residual stream at ``post_embed`` (block None)
+        or at ``pre_attn`` / ``pre_mlp`` of ``block``."""
+        if site == "post_embed" and block is None:
+            current, place = self.post_embed, lambda: setattr(self, "post_embed", module)
+        elif site in BLOCK_SLOTS:
+            slots = getattr(self, site)
+            i = self._block(site, block)
+            current, place = slots[i], lambda: slots.__setitem__(i, module)
+        else:
+            raise EncoderSiteError(f"no residual-stream slot {site!r} (block={block!r}); slots: "
+                                   f"'post_embed' (block=None), {BLOCK_SLOTS} (block=index)")
+        if not isinstance(current, EmptySlot):
+            raise EncoderSiteError(f"slot {site!r} of block {block} already holds a "
+                                   f"{type(current).__name__}; chain both in one module")
+        place()
+
+    def wrap_branch(self, site: str, block: int, module: nn.Module) -> None:
+        """Replace block ``block``'s residual branch ``site`` ("attn" or "mlp") by
+        ``module(x, num_frames, branch) -> delta``; ``branch`` is the frozen norm + sublayer."""
+        if site not in BRANCHES:
+            raise EncoderSiteError(f"no residual branch {site!r}; branches: {BRANCHES}")
+        branches = getattr(self, f"{site}_branch")
+        i = self._block(site, block)
+        if not isinstance(branches[i], PlainBranch):
+            raise EncoderSiteError(f"branch {site!r} of block {i} is already wrapped by a "
+                                   f"{type(branches[i]).__name__}; combine both in one module")
+        branches[i] = module
+
+    def add_parallel(self, site: str, block: int, module: nn.Module) -> None:
+        """Add ``module(h, num_frames)`` beside the sublayer of branch ``site``, on its input
+        ``h = norm(x)``: the branch becomes ``sublayer(h) + module(h, num_frames)``."""
+        self.wrap_branch(site, block, ParallelBranch(module))
+
+    def _projection(self, site: str, block: int) -> tuple[nn.Module, str]:
+        if site not in PROJECTIONS:
+            raise EncoderSiteError(f"no projection {site!r}; projections: {PROJECTIONS}")
+        sublayer, attr = site.split(".")
+        return getattr(self.blocks[self._block(site, block)], sublayer), attr
+
+    def wrap_projection(self, site: str, block: int, name: str, module: nn.Module) -> None:
+        """Replace projection ``site`` of ``block`` by ``module(x, linear) -> y``; ``module``'s
+        parameters get the keys ``blocks.{block}.{site}.{name}.*`` (the frozen weights keep theirs)."""
+        parent, attr = self._projection(site, block)
+        linear = getattr(parent, attr)
+        if isinstance(linear, WrappedLinear):
+            raise EncoderSiteError(f"projection {site!r} of block {block} is already wrapped by "
+                                   f"{linear.name!r}; combine both in one module")
+        if not name.isidentifier() or name in ("weight", "bias"):
+            raise EncoderSiteError(f"wrapper name {name!r} must be an identifier other than "
+                                   "'weight' and 'bias' (use the method's name)")
+        setattr(parent, attr, WrappedLinear(linear, name, module))
+
+    def unwrap_projection(self, site: str, block: int) -> nn.Module:
+        """Undo ``wrap_projection``: the plain Linear returns; the removed module is returned."""
+        parent, attr = self._projection(site, block)
+        wrapped = getattr(parent, attr)
+        if not isinstance(wrapped, WrappedLinear):
+            raise EncoderSiteError(f"projection {site!r} of block {block} is not wrapped")
+        setattr(parent, attr, wrapped.unwrapped())
+        return wrapped.wrapper
+
+    # -- forward --------------------------------------------------------------------------------
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Patch, CLS and position embeddings (before ``norm_pre``)."""
         x = self.patch_embed(frames)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
-        return self.norm_pre(x)
+        return torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
 
     def forward(self, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
         """frames [B*T, 3, H, W] (frame-major within a clip) -> CLS tokens [B*T, width]."""
-        x = self.embed(frames)
-        for block, pre_attn, pre_mlp in zip(self.blocks, self.pre_attn, self.pre_mlp):
+        x = self.norm_pre(self.post_embed(self.embed(frames), num_frames))
+        for block, pre_attn, attn, pre_mlp, mlp in zip(self.blocks, self.pre_attn, self.attn_branch,
+                                                       self.pre_mlp, self.mlp_branch):
             x = pre_attn(x, num_frames)
-            x = x + block.attn(block.norm1(x))
+            x = x + attn(x, num_frames, Branch(block.norm1, block.attn))
             x = pre_mlp(x, num_frames)
-            x = x + block.mlp(block.norm2(x))
+            x = x + mlp(x, num_frames, Branch(block.norm2, block.mlp))
         return x[:, 0]

@@ -2,8 +2,9 @@
 spec the registry holds, the errors for bad input and the helpers that validate method options."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from .backbone import BackboneConfig, FrameEncoder
 
 SLOT_POSITIONS = ("pre_attn", "pre_mlp")
+FINAL_NORMS = ("pooled", "per_frame")
 
 
 class UnknownMethodError(ValueError):
@@ -21,15 +23,33 @@ class MethodConfigError(ValueError):
     """An invalid method option or preset."""
 
 
+class MethodRegistryError(ValueError):
+    """A method that cannot be registered: a name collision, a bad declaration, a bad method file."""
+
+
 class WeightsError(ValueError):
     """Pre-trained weights that are missing, unreadable or do not fit the model."""
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Base of the per-method option dataclasses; subclasses validate in ``__post_init__``."""
+    """Base of the per-method option dataclasses; subclasses validate in ``__post_init__``.
+
+    Two properties declare how the configured method behaves, and the generic tests hold every
+    method to its declaration: ``frames_interact`` (frames exchange information, so the logits
+    depend on frame order; otherwise they are exactly invariant to it) and ``starts_as_image_model``
+    (at initialisation the logits equal the linear probe's with the same head).
+    """
 
     method: ClassVar[str] = ""
+
+    @property
+    def frames_interact(self) -> bool:
+        return False
+
+    @property
+    def starts_as_image_model(self) -> bool:
+        return True
 
     def check_backbone(self, backbone: BackboneConfig) -> None:
         """Validate options that depend on the backbone (e.g. a layer count); default: none."""
@@ -41,6 +61,18 @@ class MethodConfig:
         value = getattr(self, option)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(option, value, f"expected an int >= {minimum}")
+
+    def require_number(self, option: str, minimum: float, inclusive: bool = True) -> None:
+        value = getattr(self, option)
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+              and (value >= minimum if inclusive else value > minimum))
+        if not ok:
+            raise self.fail(option, value, f"expected a number {'>=' if inclusive else '>'} {minimum}")
+
+    def require_choice(self, option: str, choices: Sequence[Any]) -> None:
+        value = getattr(self, option)
+        if value not in choices:
+            raise self.fail(option, value, f"expected one of {list(choices)}")
 
     def require_layers(self, backbone: BackboneConfig, option: str = "num_layers") -> None:
         value = getattr(self, option)
@@ -68,17 +100,31 @@ Trainable = nn.Module | nn.Parameter
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its option dataclass, presets and the function that attaches it.
+    """A registered method: its option dataclass, presets, recipe rules and the function that attaches it.
 
-    ``attach(model, config)`` inserts the method's modules into the encoder's slots (after the
+    ``attach(model, config)`` inserts the method's modules into the encoder's sites (after the
     backbone weights are in place, so modules may be initialised from them) and returns the
     modules / parameters to train: the method's whole trainable set, head included.
+
+    Recipe rules, keyed by recipe family (the run suite's recipes name theirs, e.g. "k400", "ssv2",
+    "synth"): ``base_lr`` is the method's base learning rate per 256 clips where it differs from
+    the recipe's, ``recipe_options`` the options (e.g. ``{"preset": "12x384"}``) the method runs
+    with under recipes of that family unless the user overrides them.
     """
 
     name: str
     config_cls: type[MethodConfig]
     attach: Callable[["VideoClassifier", Any], Iterable[Trainable]]
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    base_lr: Mapping[str, float] = field(default_factory=dict)
+    recipe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = ""  # the module or file that registered it, for messages
+
+    def base_lr_for(self, family: str, recipe_base_lr: float) -> float:
+        return self.base_lr.get(family, recipe_base_lr)
+
+    def options_for(self, family: str) -> dict[str, Any]:
+        return dict(self.recipe_options.get(family, {}))
 
 
 class VideoHead(nn.Module):
@@ -96,7 +142,12 @@ class VideoHead(nn.Module):
 
 
 class VideoClassifier(nn.Module):
-    """Frame encoder -> per-frame CLS (before the final LN) -> mean over time -> final LN -> head."""
+    """Frame encoder -> per-frame CLS (before the final LN) -> mean over time -> final LN -> head.
+
+    ``final_norm`` "pooled" (the shared head, every method's default) applies the final LayerNorm
+    to the time-averaged CLS; "per_frame" applies it to each frame's CLS before averaging (AIM's
+    own head). The two differ because LayerNorm is not linear.
+    """
 
     def __init__(self, encoder: FrameEncoder, num_classes: int, num_frames: int, method: str,
                  method_config: MethodConfig) -> None:
@@ -107,15 +158,21 @@ class VideoClassifier(nn.Module):
         self.method_config = method_config
         self.num_classes = num_classes
         self.num_frames = num_frames
+        self.final_norm: Literal["pooled", "per_frame"] = "pooled"
         self._trainable_names: tuple[str, ...] = ()
+
+    def features(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, T, H, W] -> the head's input [B, width]."""
+        batch, _, num_frames = video.shape[:3]
+        frames = video.transpose(1, 2).flatten(0, 1)
+        cls = self.encoder(frames, num_frames).view(batch, num_frames, -1)
+        if self.final_norm == "per_frame":
+            return self.encoder.norm(cls).mean(dim=1)
+        return self.encoder.norm(cls.mean(dim=1))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, 3, T, H, W] -> logits [B, num_classes]."""
-        batch, _, num_frames = video.shape[:3]
-        frames = video.transpose(1, 2).flatten(0, 1)
-        cls = self.encoder(frames, num_frames)
-        features = self.encoder.norm(cls.view(batch, num_frames, -1).mean(dim=1))
-        return self.head(features)
+        return self.head(self.features(video))
 
     def declare_trainable(self, parts: Iterable[Trainable]) -> None:
         """Freeze everything, then unfreeze exactly ``parts`` (the method's declaration)."""
@@ -128,6 +185,12 @@ class VideoClassifier(nn.Module):
             param.requires_grad_(id(param) in chosen)
             if id(param) in chosen:
                 names.append(name)
+                chosen.discard(id(param))
+        if chosen:
+            raise MethodRegistryError(f"method {self.method!r} declared {len(chosen)} trainable "
+                                      "parameter(s) that are not part of the model: insert its "
+                                      "modules into the encoder (FrameEncoder.set_slot / wrap_branch / "
+                                      "add_parallel / wrap_projection) before returning them")
         self._trainable_names = tuple(names)
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:

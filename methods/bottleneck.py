@@ -134,6 +134,6 @@ def insert_adapters(model: VideoClassifier, cfg: AdapterPlacement, activation: b
         for position in cfg.positions:
             adapter = BottleneckAdapter(encoder.width, cfg.width, cfg.kernel_size, activation,
                                         zero_init, encoder.num_prefix_tokens)
-            getattr(encoder, position)[i] = adapter
+            encoder.set_slot(position, adapter, i)
             adapters.append(adapter)
     return adapters

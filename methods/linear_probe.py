@@ -3,18 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import MethodConfig, MethodSpec, VideoClassifier
+from .base import MethodConfig, VideoClassifier
+from .registry import register_method
 
 
 @dataclass(frozen=True)
 class LinearProbeConfig(MethodConfig):
     """No options: the head is the whole trainable set."""
 
-    method = "linear_probe"
 
-
+@register_method("linear_probe", LinearProbeConfig)
 def attach(model: VideoClassifier, cfg: LinearProbeConfig) -> list:
     return [model.head]
-
-
-METHOD = MethodSpec(name="linear_probe", config_cls=LinearProbeConfig, attach=attach)

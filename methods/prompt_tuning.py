@@ -3,7 +3,8 @@
 N learnable tokens sit right after the CLS token and are shared by all frames. Shallow: inserted
 once, before the first block. Deep: a fresh set per block, replacing the previous block's prompt
 outputs. Initialised uniform(-v, v), v = sqrt(6 / (3 * patch^2 + width)) (Xavier over the patch
-projection's fan-in and fan-out, as in VPT).
+projection's fan-in and fan-out, as in VPT). On the synthetic tasks: 4 tokens (a quarter of the 16
+patches, like 50 of ViT-B/16's 196).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, VideoClassifier
+from .base import MethodConfig, VideoClassifier
+from .registry import register_method
 
 
 class PromptTokens(nn.Module):
@@ -41,7 +43,6 @@ class PromptTokens(nn.Module):
 class PromptTuningConfig(MethodConfig):
     """``num_tokens`` prompts; ``deep`` True: a set before every block, False: before the first."""
 
-    method = "prompt_tuning"
     num_tokens: int = 50
     deep: bool = True
 
@@ -50,7 +51,15 @@ class PromptTuningConfig(MethodConfig):
         if not isinstance(self.deep, bool):
             raise self.fail("deep", self.deep, "expected true (VPT-deep) or false (VPT-shallow)")
 
+    @property
+    def starts_as_image_model(self) -> bool:
+        return False  # the prompts are attended to from the start
 
+
+@register_method("prompt_tuning", PromptTuningConfig,
+                 presets={"deep50": {"num_tokens": 50, "deep": True},
+                          "shallow50": {"num_tokens": 50, "deep": False}},
+                 recipe_options={"synth": {"num_tokens": 4}})
 def attach(model: VideoClassifier, cfg: PromptTuningConfig) -> list:
     encoder = model.encoder
     bound = math.sqrt(6.0 / (3 * encoder.config.patch_size ** 2 + encoder.width))
@@ -58,14 +67,5 @@ def attach(model: VideoClassifier, cfg: PromptTuningConfig) -> list:
     for i in range(encoder.depth if cfg.deep else 1):
         prompts.append(PromptTokens(cfg.num_tokens, encoder.width, bound,
                                     encoder.num_prefix_tokens, replace=i > 0))
-        encoder.pre_attn[i] = prompts[-1]
+        encoder.set_slot("pre_attn", prompts[-1], i)
     return [*prompts, model.head]
-
-
-METHOD = MethodSpec(
-    name="prompt_tuning",
-    config_cls=PromptTuningConfig,
-    attach=attach,
-    presets={"deep50": {"num_tokens": 50, "deep": True},
-             "shallow50": {"num_tokens": 50, "deep": False}},
-)

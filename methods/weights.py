@@ -337,7 +337,12 @@ def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tens
     if model.method != "st_adapter":
         raise WeightsError(f"only st_adapter models have the released ST-Adapter layout, "
                            f"not {model.method!r}")
+    added = sorted(model.added_state_keys())
+    unnamed = [k for k in added if model_to_released_key(k) is None]
+    if unnamed:
+        raise WeightsError(f"the released ST-Adapter layout has no name for {_listing(unnamed)}: "
+                           "only adapters in pre_attn / pre_mlp slots and the head can be exported")
     state = to_openai_visual_state_dict(model.encoder)
     model_state = model.state_dict()
-    state.update({model_to_released_key(k): model_state[k] for k in sorted(model.added_state_keys())})
+    state.update({model_to_released_key(k): model_state[k] for k in added})
     return state

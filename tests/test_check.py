@@ -175,11 +175,11 @@ def _zeroed_taps(monkeypatch):
 
 
 def _frozen_adapters(monkeypatch):
-    import methods
-    spec = methods.get_method("st_adapter")
+    from methods import get_method, registry
+    spec = get_method("st_adapter")
     head_only = dataclasses.replace(spec, attach=lambda model, cfg: [
         part for part in spec.attach(model, cfg) if part is model.head])
-    monkeypatch.setitem(methods._METHODS, "st_adapter", head_only)
+    monkeypatch.setitem(registry._METHODS, "st_adapter", head_only)
 
 
 def _lr_off_by_ten(monkeypatch):
