@@ -64,17 +64,22 @@ def _check(spec: MethodSpec) -> None:
     if declared != spec.name:
         raise MethodRegistryError(f"method {spec.name!r}: its config {spec.config_cls.__name__} "
                                   f"belongs to method {declared!r}; give each method its own class")
-    spec.config_cls.method = spec.name
     for family, lr in spec.base_lr.items():
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise MethodRegistryError(f"method {spec.name!r}: base_lr[{family!r}]={lr!r} must be a "
                                       "positive number (base lr per 256 clips)")
-    for what, options in [*(("preset", p) for p in spec.presets.values()),
-                          *(("recipe option", o) for o in spec.recipe_options.values())]:
-        try:
-            config_from(spec, options)
-        except MethodConfigError as err:
-            raise MethodRegistryError(f"method {spec.name!r}: a {what} set is invalid: {err}") from err
+    owned = "method" in spec.config_cls.__dict__
+    spec.config_cls.method = spec.name  # error messages name the method
+    checks = [*((f"preset {name!r}", _config, values) for name, values in spec.presets.items()),
+              *((f"recipe options for {family!r}", config_from, values)
+                for family, values in spec.recipe_options.items())]
+    try:
+        for what, make, values in checks:
+            make(spec, values)
+    except MethodConfigError as err:
+        if not owned:
+            del spec.config_cls.method
+        raise MethodRegistryError(f"method {spec.name!r}, {what}: {err}") from err
 
 
 def add_method(spec: MethodSpec) -> None:
@@ -148,18 +153,20 @@ def config_from(spec: MethodSpec, options: Mapping[str, Any]) -> MethodConfig:
     """``spec``'s typed config from a preset (``preset=...``) and/or explicit options."""
     options = dict(options)
     preset = options.pop("preset", None)
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in spec.presets:
-            raise MethodConfigError(f"{spec.name}: unknown preset {preset!r}; presets: "
-                                    f"{sorted(spec.presets) or 'none'}")
-        values.update(spec.presets[preset])
+    if preset is None:
+        return _config(spec, options)
+    if preset not in spec.presets:
+        raise MethodConfigError(f"{spec.name}: unknown preset {preset!r}; presets: "
+                                f"{sorted(spec.presets) or 'none'}")
+    return _config(spec, {**spec.presets[preset], **options})
+
+
+def _config(spec: MethodSpec, values: Mapping[str, Any]) -> MethodConfig:
     fields = spec.config_cls.__dataclass_fields__
-    unknown = sorted(set(options) - set(fields))
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise MethodConfigError(f"{spec.name}: unknown option(s) {unknown}; options: "
                                 f"{sorted(fields) or 'none'}, plus 'preset' {sorted(spec.presets)}")
-    values.update(options)
     return spec.config_cls(**values)
 
 
