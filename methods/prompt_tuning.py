@@ -5,6 +5,13 @@ once, before the first block. Deep: a fresh set per block, replacing the previou
 outputs. Initialised uniform(-v, v), v = sqrt(6 / (3 * patch^2 + width)) (Xavier over the patch
 projection's fan-in and fan-out, as in VPT). On the synthetic tasks: 4 tokens (a quarter of the 16
 patches, like 50 of ViT-B/16's 196).
+
+Where the first prompts enter: VPT's code (``incorporate_prompt``) concatenates them to the output of
+the embedding layer (patch + CLS + position embeddings); its ViTs have no LayerNorm between the
+embeddings and the first block. CLIP has one (``ln_pre``), so the prompts enter at the encoder's
+``post_embed`` slot and pass through ``ln_pre`` like every other token, as CLIP prompt learners do
+(MaPLe's and IVLP's visual prompts are concatenated before ``ln_pre``). VPT-deep's later prompts
+replace the previous block's prompt outputs at the block input, as in VPT.
 """
 from __future__ import annotations
 
@@ -67,5 +74,8 @@ def attach(model: VideoClassifier, cfg: PromptTuningConfig) -> list:
     for i in range(encoder.depth if cfg.deep else 1):
         prompts.append(PromptTokens(cfg.num_tokens, encoder.width, bound,
                                     encoder.num_prefix_tokens, replace=i > 0))
-        encoder.set_slot("pre_attn", prompts[-1], i)
+        if i == 0:
+            encoder.set_slot("post_embed", prompts[-1])
+        else:
+            encoder.set_slot("pre_attn", prompts[-1], i)
     return [*prompts, model.head]

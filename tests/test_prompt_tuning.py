@@ -18,15 +18,32 @@ def test_tokens():
     deep = tiny_model("prompt_tuning", num_tokens=3, deep=True)
     shallow = tiny_model("prompt_tuning", num_tokens=3, deep=False)
     bound = (6 / (3 * 8 ** 2 + 64)) ** 0.5
-    prompts = [slot.tokens for slot in deep.encoder.pre_attn]
+    slots = [deep.encoder.post_embed, *deep.encoder.pre_attn[1:]]
+    prompts = [slot.tokens for slot in slots]
+    assert isinstance(deep.encoder.pre_attn[0], nn.Identity)
     assert len(prompts) == 4 and all(p.shape == (1, 3, 64) and p.abs().max() <= bound for p in prompts)
-    assert sum(not isinstance(s, nn.Identity) for s in shallow.encoder.pre_attn) == 1
+    assert all(isinstance(s, nn.Identity) for s in shallow.encoder.pre_attn)
+    assert shallow.encoder.post_embed.tokens.shape == (1, 3, 64)
     x = torch.randn(2, 17, 64)
-    inserted = deep.encoder.pre_attn[0](x, 2)
+    inserted = slots[0](x, 2)
     assert inserted.shape == (2, 20, 64) and torch.equal(inserted[:, 1:4], prompts[0].expand(2, -1, -1))
-    replaced = deep.encoder.pre_attn[1](inserted, 2)
+    replaced = slots[1](inserted, 2)
     assert replaced.shape == (2, 20, 64) and torch.equal(replaced[:, 1:4], prompts[1].expand(2, -1, -1))
     assert torch.equal(replaced[:, 4:], x[:, 1:]) and torch.equal(replaced[:, 0], x[:, 0])
+
+
+def test_first_prompts_pass_through_ln_pre():
+    """VPT's prompts join the embeddings' output, so CLIP's ln_pre normalises them too."""
+    model = tiny_model("prompt_tuning", num_tokens=3, deep=False)
+    enc = model.encoder
+    seen = {}
+    enc.blocks[0].norm1.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    frames = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        enc(frames, 2)
+        expected = enc.norm_pre(enc.post_embed(enc.embed(frames), 2))
+    torch.testing.assert_close(seen["x"][:, 1:4], expected[:, 1:4], rtol=0, atol=0)
+    assert not torch.allclose(seen["x"][:, 1:4], enc.post_embed.tokens.expand(2, -1, -1))
 
 
 def test_trainable_set_is_prompts_and_head():
