@@ -7,6 +7,14 @@ TimeSformer initialises from image weights), then a zero-initialised output proj
 embedding is added to the patch tokens before the first temporal block. Only these new parts and
 the head train; the spatial backbone stays frozen.
 
+The CLS token: TimeSformer keeps one CLS per video; in every block each frame's copy attends over
+its frame, and the copies' attention outputs are averaged into the one token's update. This suite's
+encoder keeps a CLS per frame until the head's mean over time, which is the default here
+(``video_cls=False``: the model starts as the image model and the head is the shared one).
+``video_cls=True`` does what TimeSformer does: the frames' CLS tokens become their clip mean before
+the first temporal block and every temporal block's CLS update is the clip mean of the frames'
+updates, so all frames carry the same video CLS (and the head's mean over time is that token).
+
 Learning rate on the synthetic tasks: it trains copies of the pre-trained attention weights and
 stays at chance at base lr >= 0.05 (sweep on an earlier 24k-stills backbone, one seed: 0.015-0.04
 all gave 29-34% top-1 on the motion task), so it gets 0.03 where the adapters get the recipe's 0.1.
@@ -67,6 +75,36 @@ class TemporalEmbedding(nn.Module):
         return torch.cat((prefix, patches), dim=1)
 
 
+def clip_mean_prefix(x: torch.Tensor, num_frames: int, num_prefix_tokens: int) -> torch.Tensor:
+    """``x`` [B*T, L, C] with each frame's prefix tokens replaced by their mean over its clip."""
+    prefix = x[:, :num_prefix_tokens]
+    mean = prefix.view(-1, num_frames, *prefix.shape[1:]).mean(dim=1, keepdim=True)
+    return torch.cat((mean.expand(-1, num_frames, -1, -1).flatten(0, 1), x[:, num_prefix_tokens:]), dim=1)
+
+
+class VideoClsToken(nn.Module):
+    """Slot: the frames' CLS tokens become one video CLS (their clip mean)."""
+
+    def __init__(self, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return clip_mean_prefix(x, num_frames, self.num_prefix_tokens)
+
+
+class VideoClsAttention(nn.Module):
+    """Attention branch: the frozen spatial attention, with the video CLS's update the clip mean of
+    what each frame's copy of it gathered (TimeSformer's divided attention)."""
+
+    def __init__(self, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def forward(self, x: torch.Tensor, num_frames: int, branch) -> torch.Tensor:
+        return clip_mean_prefix(branch(x), num_frames, self.num_prefix_tokens)
+
+
 class SlotChain(nn.ModuleList):
     """Several slot modules in one slot, applied in order."""
 
@@ -78,17 +116,26 @@ class SlotChain(nn.ModuleList):
 
 @dataclass(frozen=True)
 class TemporalAttentionConfig(MethodConfig):
-    """``num_layers``: temporal branches in the last N blocks (None: every block)."""
+    """``num_layers``: temporal branches in the last N blocks (None: every block); ``video_cls``:
+    TimeSformer's one CLS per video instead of one per frame (see the module docstring)."""
 
     num_layers: int | None = None
+    video_cls: bool = False
 
     def __post_init__(self) -> None:
         if self.num_layers is not None:
             self.require_int("num_layers", 1)
+        if not isinstance(self.video_cls, bool):
+            raise self.fail("video_cls", self.video_cls, "expected true (one CLS per video, as "
+                                                         "TimeSformer) or false (one per frame)")
 
     @property
     def frames_interact(self) -> bool:
         return True
+
+    @property
+    def starts_as_image_model(self) -> bool:
+        return not self.video_cls
 
     def check_backbone(self, backbone: BackboneConfig) -> None:
         self.require_layers(backbone)
@@ -99,9 +146,12 @@ def attach(model: VideoClassifier, cfg: TemporalAttentionConfig) -> list:
     encoder = model.encoder
     blocks = last_blocks(encoder.depth, cfg.num_layers)
     embedding = TemporalEmbedding(model.num_frames, encoder.width, encoder.num_prefix_tokens)
+    prefix = encoder.num_prefix_tokens
     branches = []
     for i in blocks:
-        branches.append(TemporalAttention(encoder.blocks[i], encoder.num_prefix_tokens))
-        encoder.set_slot("pre_attn", SlotChain([embedding, branches[-1]]) if i == blocks[0]
-                         else branches[-1], i)
+        branches.append(TemporalAttention(encoder.blocks[i], prefix))
+        first = [embedding, *([VideoClsToken(prefix)] if cfg.video_cls else [])]
+        encoder.set_slot("pre_attn", SlotChain([*first, branches[-1]]) if i == blocks[0] else branches[-1], i)
+        if cfg.video_cls:
+            encoder.wrap_branch("attn", i, VideoClsAttention(prefix))
     return [embedding, *branches, model.head]

@@ -37,7 +37,42 @@ def test_trainable_set_is_temporal_parts_and_head():
     assert names <= model.added_state_keys() and HEAD <= names
 
 
+def test_video_cls_must_be_a_bool():
+    with pytest.raises(MethodConfigError, match=r"temporal_attention: option video_cls=1 is invalid: "
+                                                 r"expected true \(one CLS per video"):
+        build_model("temporal_attention", TINY, 5, 4, random_init=True, method_options={"video_cls": 1})
+
+
 def test_more_layers_than_blocks():
     with pytest.raises(MethodConfigError, match=r"temporal_attention: option num_layers=5 is invalid: "
                                                  r"backbone 'vit_tiny_test' has only 4 blocks"):
         build_model("temporal_attention", TINY, 5, 4, random_init=True, method_options={"num_layers": 5})
+
+
+def test_video_cls_attention_averages_the_cls_update_over_the_clip():
+    from methods.backbone import Branch
+    from methods.temporal_attention import VideoClsAttention
+    enc = tiny_model("linear_probe").encoder
+    branch = Branch(enc.blocks[0].norm1, enc.blocks[0].attn)
+    x = torch.randn(2 * 3, 17, 64)
+    with torch.no_grad():
+        plain, video_cls = branch(x), VideoClsAttention(1)(x, 3, branch)
+    torch.testing.assert_close(video_cls[:, 1:], plain[:, 1:], rtol=0, atol=0)
+    expected = plain[:, 0].view(2, 3, 64).mean(1).repeat_interleave(3, dim=0)
+    torch.testing.assert_close(video_cls[:, 0], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_layers", [None, 2])
+def test_video_cls_is_one_token_per_clip(num_layers):
+    model = tiny_model("temporal_attention", video_cls=True, num_layers=num_layers).eval()
+    assert not model.method_config.starts_as_image_model and model.method_config.frames_interact
+    clip = video()
+    frames = clip.transpose(1, 2).flatten(0, 1)
+    with torch.no_grad():
+        cls = model.encoder(frames, 4).view(2, 4, -1)
+    torch.testing.assert_close(cls, cls[:, :1].expand(-1, 4, -1), rtol=0, atol=1e-6)
+    assert not torch.allclose(cls[0, 0], cls[1, 0])
+    per_frame = tiny_model("temporal_attention", num_layers=num_layers).eval()
+    with torch.no_grad():
+        cls = per_frame.encoder(frames, 4).view(2, 4, -1)
+    assert not torch.allclose(cls[:, 0], cls[:, 1])  # the default keeps a CLS per frame
