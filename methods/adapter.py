@@ -1,6 +1,7 @@
 """Plain bottleneck adapter: fc1 -> GELU -> fc2 with a zero-initialised up-projection, placed like
 ST-Adapter (patch tokens, same slots and width) but with no temporal conv, so frames never interact.
-``kernel_size=1`` adds a per-channel (1,1,1) conv: the kernel-size ablation of DESIGN.md section 3.
+``kernel_size=1`` adds a per-channel (1,1,1) conv (DESIGN.md section 3's "plain adapter, kernel
+(1,1,1)" row); ST-Adapter's own kernel-size ablation is st_adapter's ``12x384_k1`` preset.
 
 On the synthetic tasks it is placed as st_adapter is there (width 32, both positions)."""
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """ST-Adapter (Pan et al., NeurIPS 2022): fc1 -> depthwise temporal conv -> fc2 on the patch tokens,
 no activation, identity at initialisation (DESIGN.md section 2).
 
+The paper's kernel-size ablation is preset ``12x384_k1``: the same adapters with a (1,1,1) kernel,
+still without activation and with the zero-initialised conv, so frames never interact (a per-frame
+linear bottleneck). It is not the plain ``adapter`` method, which has a GELU and a zero-initialised
+fc2.
+
 Recipe options: the K400 reference model is ``12x384`` (pre-MLP in every block), the SSv2 one
 ``24x384`` (pre-attention and pre-MLP). On the synthetic tasks (a 64-wide, 4-block ViT) the adapters
 are width C/2 = 32 at both positions of every block (the SSv2 placement); they need the recipe's
@@ -18,6 +23,7 @@ from .registry import register_method
 PRESETS = {
     "12x384": {"width": 384, "positions": ("pre_mlp",), "num_layers": None},  # K400 model
     "24x384": {"width": 384, "positions": ("pre_attn", "pre_mlp"), "num_layers": None},  # SSv2
+    "12x384_k1": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": 1},
 }
 
 

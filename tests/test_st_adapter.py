@@ -16,6 +16,7 @@ from tests.method_helpers import (HEAD, TINY, clip_b16_trainable, randomise_trai
 @pytest.mark.parametrize("options,k400,ssv2", [
     ({"preset": "12x384"}, 7_417_744, 7_243_950),
     ({"preset": "24x384"}, 14_527_888, 14_354_094),
+    ({"preset": "12x384_k1"}, 7_408_528, 7_234_734),  # the paper's kernel-size ablation
 ])
 def test_trainable_count_on_clip_vit_b16(options, k400, ssv2, num_classes):
     assert clip_b16_trainable("st_adapter", options, num_classes) == (k400 if num_classes == 400 else ssv2)
@@ -46,6 +47,20 @@ def test_frames_interact_and_reversal_changes_logits():
     clip = video(dtype=torch.float64)
     with torch.no_grad():
         assert (model(clip.flip(2)) - model(clip)).abs().max() > 1e-6
+
+
+def test_kernel_ablation_is_per_frame_and_not_the_plain_adapter():
+    """Preset 12x384_k1: ST-Adapter with a (1,1,1) kernel is frame-order blind and starts as the image
+    model; unlike the plain adapter it has no activation and a zero-initialised conv."""
+    config = make_method_config("st_adapter", preset="12x384_k1")
+    assert config.kernel_size == 1 and not config.frames_interact and config.starts_as_image_model
+    model = tiny_model("st_adapter", preset="12x384_k1", width=16).double().eval()
+    adapter = model.encoder.pre_mlp[0]
+    assert isinstance(adapter.act, nn.Identity) and not adapter.conv.weight.any()
+    randomise_trainable(model, torch.Generator().manual_seed(1))
+    clip = video(dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip.flip(2)), model(clip), rtol=0, atol=1e-10)
 
 
 def test_trainable_set_is_adapters_and_head():
