@@ -289,6 +289,11 @@ class FrameEncoder(nn.Module):
         sublayer, attr = site.split(".")
         return getattr(self.blocks[self._block(site, block)], sublayer), attr
 
+    def projection(self, site: str, block: int) -> nn.Module:
+        """The module at projection ``site`` of ``block``: its Linear, or the WrappedLinear around it."""
+        parent, attr = self._projection(site, block)
+        return getattr(parent, attr)
+
     def wrap_projection(self, site: str, block: int, name: str, module: nn.Module) -> None:
         """Replace projection ``site`` of ``block`` by ``module(x, linear) -> y``; ``module``'s
         parameters get the keys ``blocks.{block}.{site}.{name}.*`` (the frozen weights keep theirs)."""

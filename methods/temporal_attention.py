@@ -31,6 +31,7 @@ from torch import nn
 from .backbone import BackboneConfig
 from .base import MethodConfig, VideoClassifier, last_blocks
 from .registry import register_method
+from .temporal import TemporalEmbedding, frame_major, time_major
 
 
 class TemporalAttention(nn.Module):
@@ -48,31 +49,9 @@ class TemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
-        clip_frames, tokens, dim = patches.shape
-        # [B*T, L, C] -> [B*L, T, C]: one sequence per patch location
-        series = patches.reshape(-1, num_frames, tokens, dim).transpose(1, 2).reshape(-1, num_frames, dim)
+        series = time_major(patches, num_frames)  # one sequence per patch location
         update = self.temporal_fc(self.temporal_attn(self.temporal_norm(series)))
-        update = update.view(-1, tokens, num_frames, dim).transpose(1, 2).reshape(clip_frames, tokens, dim)
-        return torch.cat((prefix, patches + update), dim=1)
-
-
-class TemporalEmbedding(nn.Module):
-    """Adds a learned per-frame vector to the patch tokens; built for a fixed number of frames."""
-
-    def __init__(self, num_frames: int, dim: int, num_prefix_tokens: int) -> None:
-        super().__init__()
-        self.num_prefix_tokens = num_prefix_tokens
-        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, dim))
-
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        if num_frames != self.time_embed.shape[1]:
-            raise ValueError(f"temporal_attention was built for {self.time_embed.shape[1]} frames "
-                             f"but got clips of {num_frames}; build the model with num_frames="
-                             f"{num_frames}")
-        prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
-        clips = patches.view(-1, num_frames, *patches.shape[1:])
-        patches = (clips + self.time_embed.unsqueeze(2).to(x.dtype)).flatten(0, 1)
-        return torch.cat((prefix, patches), dim=1)
+        return torch.cat((prefix, patches + frame_major(update, patches.shape[1])), dim=1)
 
 
 def clip_mean_prefix(x: torch.Tensor, num_frames: int, num_prefix_tokens: int) -> torch.Tensor:

@@ -82,6 +82,7 @@ def test_projection_wrapper_keys_and_unwrap():
     x = torch.randn(3, 5, 64)
     qkv = enc.blocks[1].attn.qkv
     torch.testing.assert_close(qkv(x), 2 * nn.functional.linear(x, qkv.weight, qkv.bias))
+    assert enc.projection("attn.qkv", 1) is qkv and type(enc.projection("attn.proj", 1)) is nn.Linear
     removed = enc.unwrap_projection("attn.qkv", 1)
     assert isinstance(removed, Scaled) and type(enc.blocks[1].attn.qkv) is nn.Linear
     assert enc.blocks[1].attn.qkv.weight is qkv.weight and set(enc.state_dict()) == enc.backbone_state_keys()
@@ -164,3 +165,27 @@ def test_a_site_takes_one_module(insert, message):
     enc.wrap_projection("attn.qkv", 0, "probe", Scaled(1.0))
     with pytest.raises(EncoderSiteError, match=message):
         insert(enc)
+
+
+def test_time_major_round_trip_and_layout():
+    from methods.temporal import frame_major, time_major
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float64).view(2 * 3, 4, 5)  # 2 clips x 3 frames, 4 tokens
+    series = time_major(x, 3)
+    assert series.shape == (2 * 4, 3, 5)
+    assert torch.equal(series[4 + 1, 2], x[3 + 2, 1])  # clip 1, token 1, frame 2
+    assert torch.equal(frame_major(series, 4), x)
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_temporal_embedding_adds_one_vector_per_frame(skip):
+    from methods.temporal import TemporalEmbedding
+    embedding = TemporalEmbedding(3, 5, skip)
+    with torch.no_grad():
+        embedding.time_embed.copy_(torch.randn(1, 3, 5))
+    x = torch.randn(2 * 3, 4, 5)
+    out = embedding(x, 3)
+    assert torch.equal(out[:, :skip], x[:, :skip])
+    expected = x[:, skip:] + embedding.time_embed[0].repeat(2, 1)[:, None]
+    torch.testing.assert_close(out[:, skip:], expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="built for 3 frames but got clips of 2"):
+        embedding(x, 2)
