@@ -40,11 +40,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RecipeConfig:
-    """The matched training and evaluation recipe: identical for every method except the learning rate
-    of methods listed in ``method_base_lr`` and the per-method module options in ``method_options``.
+    """The matched training and evaluation recipe: identical for every method except what each method
+    declares for the recipe's ``family`` in its own file (``methods.MethodSpec``: a base learning rate
+    where it needs its own, module options such as a preset).
 
     ``batch_size`` is the *global* batch (clips per optimizer step, summed over GPUs and gradient
-    accumulation), so a recipe means the same optimisation on 1 GPU or 32.
+    accumulation), so a recipe means the same optimisation on 1 GPU or 32. ``method_lr`` False makes
+    ``base_lr`` hold for every method: after ``--lr``, and in a run's own recipe (``for_method``),
+    where it is already the method's.
     """
 
     name: str
@@ -58,8 +61,8 @@ class RecipeConfig:
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; fp16 adds a GradScaler
     half_frozen: bool = False  # hold frozen weights in the autocast dtype (GPU only)
     head_dropout: float = 0.5  # the shared head's dropout (DESIGN.md §2)
-    method_base_lr: Mapping[str, float] = field(default_factory=dict)
-    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    family: str | None = None  # whose method rules apply ("k400", "ssv2", "synth"); None: none
+    method_lr: bool = True
 
     def __post_init__(self) -> None:
         where = f"recipe '{self.name}'"
@@ -69,9 +72,8 @@ class RecipeConfig:
             raise ConfigError(f"{where} warmup_epochs", f"must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"{where} batch_size", f"must be >= 1, got {self.batch_size}")
-        for name, lr in {"base_lr": self.base_lr, **{f"method_base_lr[{m}]": v for m, v in self.method_base_lr.items()}}.items():
-            if not (lr > 0 and math.isfinite(lr)):
-                raise ConfigError(f"{where} {name}", f"must be a positive number, got {lr}")
+        if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
+            raise ConfigError(f"{where} base_lr", f"must be a positive number, got {self.base_lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"{where} weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0 <= self.head_dropout < 1:
@@ -80,14 +82,27 @@ class RecipeConfig:
             raise ConfigError(f"{where} precision", f"{self.precision!r} is not one of {PRECISIONS}")
 
     def base_lr_for(self, method: str) -> float:
-        return self.method_base_lr.get(method, self.base_lr)
+        """The method's base lr: its own rule for this family, else the recipe's."""
+        if not self.method_lr or self.family is None:
+            return self.base_lr
+        from methods import get_method
+        return get_method(method).base_lr_for(self.family, self.base_lr)
 
     def peak_lr(self, method: str) -> float:
         """Linear scaling rule: the lr grows with the global batch."""
         return self.base_lr_for(method) * self.batch_size / 256
 
     def options_for(self, method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return {**self.method_options.get(method, {}), **(overrides or {})}
+        """The options ``method`` declares for this family, updated by the user's."""
+        from methods import get_method
+        declared = get_method(method).options_for(self.family) if self.family is not None else {}
+        return {**declared, **(overrides or {})}
+
+    def for_method(self, method: str) -> "RecipeConfig":
+        """This recipe as ``method`` runs it: ``base_lr`` resolved, so a record says what was used."""
+        if not self.method_lr:
+            return self
+        return dataclasses.replace(self, base_lr=self.base_lr_for(method), method_lr=False)
 
     def with_overrides(self, **changes: Any) -> "RecipeConfig":
         """A copy with some fields changed; the name records the change so tables never mix the two."""
@@ -128,58 +143,43 @@ def _plain(value: Any) -> Any:
 
 # -- Presets -------------------------------------------------------------------------------------
 # DESIGN.md §4, from the reference training scripts: K400 ran 3 GPUs x 64 clips (global 192),
-# SSv2 4 GPUs x 64 (global 256), both with base lr 1e-3 per 256 clips.
-
-# Full fine-tuning moves all 86M weights; at the adapters' lr 1e-3 it destroys the CLIP features.
-# 3e-5 per 256 clips is the usual range for fine-tuning CLIP towers end to end; it was not swept on
-# K400/SSv2 here (no data on the development machines): sweep with --lr and --methods full_ft.
-FULL_FT_BASE_LR = 3e-5
+# SSv2 4 GPUs x 64 (global 256), both with base lr 1e-3 per 256 clips. Methods that need their own
+# lr or options under a family say so in their file (e.g. full_ft, st_adapter's presets).
 
 K400 = RecipeConfig(
     name="k400", epochs=12, warmup_epochs=2, batch_size=192, base_lr=1e-3,
     clip=ClipSpec(num_frames=8, sampling="dense", stride=16, input_size=224, augment="k400",
                   short_side_range=(224, 258), test_clips=3, test_crops=1),
-    precision="fp16", half_frozen=True,
-    method_base_lr={"full_ft": FULL_FT_BASE_LR},
-    method_options={"st_adapter": {"preset": "12x384"}},
+    precision="fp16", half_frozen=True, family="k400",
 )
 
 SSV2 = RecipeConfig(
     name="ssv2", epochs=50, warmup_epochs=2, batch_size=256, base_lr=1e-3,
     clip=ClipSpec(num_frames=8, sampling="uniform", input_size=224, augment="ssv2",
                   test_clips=1, test_crops=3),
-    precision="fp16", half_frozen=True,
-    method_base_lr={"full_ft": FULL_FT_BASE_LR},
-    method_options={"st_adapter": {"preset": "24x384"}},
+    precision="fp16", half_frozen=True, family="ssv2",
 )
 
 # The embedded default (DESIGN.md §7): 4-frame clips of 32 px synthetic videos on a small ViT (17
-# tokens per frame) pre-trained on stills, sized so that all 42 runs fit in 10 minutes on 2 CPU cores.
-# As K400 and SSv2 do, the two tasks get their own schedule: the appearance task needs a few epochs,
-# the motion task (whose time-reversed pairs only temporal modules can tell apart) needs four times
-# more. Values chosen by measurement on the synthetic tasks (see README, "the embedded default"):
+# tokens per frame) pre-trained on stills, sized so that the default grid fits in minutes on 2 CPU
+# cores. As K400 and SSv2 do, the two tasks get their own schedule: the appearance task needs a few
+# epochs, the motion task (whose time-reversed pairs only temporal modules can tell apart) needs four
+# times more. Both are family "synth": the methods' synthetic options (sized for the 64-wide ViT) and
+# learning rates are in their files, with the sweeps that chose them. Values chosen by measurement
+# on the synthetic tasks (see README, "the embedded default"):
 # - base lr 0.1 per 256 clips (peak 0.0125 at batch 32): ST-Adapter's zero-initialised temporal conv
-#   needs a high lr to learn the motion pairs in 16 epochs (sweep on an earlier 24k-stills backbone,
-#   one seed: lr 0.1 -> 63% top-1, 0.05 -> 59%, 0.03 -> 37%);
-# - temporal_attention trains copies of the pre-trained attention weights and stays at chance at
-#   >= 0.05 (same sweep; 0.015-0.04 all gave 29-34%), so it gets 0.03, as full_ft (which trains the
-#   originals) gets 0.01;
-# - head dropout 0: Dropout(0.5) on a 64-wide feature starves the short schedules;
-# - adapters at width C/2 before attention and MLP of every block (the SSv2 reference placement),
-#   prompt tuning with 4 tokens (a quarter of the 16 patches, like 50 of ViT-B/16's 196).
+#   needs a high lr to learn the motion pairs in 16 epochs (methods/st_adapter.py has the sweep);
+# - head dropout 0: Dropout(0.5) on a 64-wide feature starves the short schedules.
 _SYNTH_COMMON = dict(
-    batch_size=32, base_lr=0.1, head_dropout=0.0, precision="auto",
+    batch_size=32, base_lr=0.1, head_dropout=0.0, precision="auto", family="synth",
     clip=ClipSpec(num_frames=4, sampling="uniform", input_size=32, augment="none",
                   short_side_range=(32, 32), test_clips=1, test_crops=1),
-    method_base_lr={"full_ft": 0.01, "temporal_attention": 0.03},
-    method_options={"st_adapter": {"width": 32, "positions": "pre_attn,pre_mlp"},
-                    "adapter": {"width": 32, "positions": "pre_attn,pre_mlp"},
-                    "prompt_tuning": {"num_tokens": 4}},
 )
 SYNTH = RecipeConfig(name="synth", epochs=4, warmup_epochs=1, **_SYNTH_COMMON)
 SYNTH_MOTION = RecipeConfig(name="synth_motion", epochs=16, warmup_epochs=2, **_SYNTH_COMMON)
 
 RECIPES: dict[str, RecipeConfig] = {r.name: r for r in (K400, SSV2, SYNTH, SYNTH_MOTION)}
+RECIPE_FAMILIES = frozenset(r.family for r in RECIPES.values())
 
 # The synthetic world the default suite generates (its content is part of a synthetic run's identity).
 # 64 validation clips per class (640 per task): a model's top-1 on them is within about 2 points of
@@ -215,10 +215,14 @@ class RunConfig:
     synth: SynthConfig | None = None  # the generated world, for the synthetic datasets
     data_root: str | None = None  # where the data is, not what it is: outside the identity
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipe", self.recipe.for_method(self.method))  # this method's lr
+
     def identity(self) -> dict[str, Any]:
-        """Everything that determines the result, and nothing else."""
+        """Everything that determines the result, and nothing else: the recipe as this method runs it
+        (other methods' rules are not part of it) and this method's options."""
         recipe = self.recipe.to_dict()
-        del recipe["name"]  # content, not label
+        del recipe["name"], recipe["family"]  # content, not labels
         return _plain({
             "engine_version": ENGINE_VERSION, "method": self.method,
             "method_options": self.method_options, "dataset": self.dataset, "backbone": self.backbone,

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from bench.config import (
     RANDOM_WEIGHTS,
+    RECIPE_FAMILIES,
     SYNTH_WORLD,
     WEIGHT_SCHEMES,
     BenchInputError,
@@ -47,15 +48,44 @@ def _split(text: str, what: str) -> list[str]:
 
 
 def parse_methods(text: str) -> list[str]:
+    """Registered methods by name, or 'all' of them (every method file found, see methods.registry)."""
     from methods import list_methods
     known = list_methods()
-    if text.strip() == "all":
-        return known
-    methods = _split(text, "methods")
+    methods = known if text.strip() == "all" else _split(text, "methods")
     unknown = [m for m in methods if m not in known]
     if unknown:
-        raise BenchInputError(f"--methods: unknown method(s) {unknown}; choose from {known} or 'all'")
+        raise BenchInputError(f"--methods: unknown method(s) {unknown}; choose from {known} or 'all' "
+                              "(a method in another file: --method-file PATH)")
+    check_recipe_rules(methods)
     return methods
+
+
+def check_recipe_rules(methods: Sequence[str]) -> None:
+    """A method's lr or options for a recipe family no recipe has would silently never apply."""
+    from methods import get_method
+    for method in methods:
+        spec = get_method(method)
+        unknown = sorted((set(spec.base_lr) | set(spec.recipe_options)) - RECIPE_FAMILIES)
+        if unknown:
+            raise BenchInputError(f"method {method!r} ({spec.source}) declares recipe rules for unknown "
+                                  f"recipe families {unknown}; the recipes' families are "
+                                  f"{sorted(RECIPE_FAMILIES)}")
+
+
+def load_method_files(paths: Sequence[str]) -> None:
+    """Register the methods in ``paths`` here and, through the environment, in every job this process
+    starts (local workers and SLURM jobs inherit it), so each job finds them by name."""
+    import os
+
+    from methods import METHOD_FILES_ENV, MethodRegistryError, load_method_file
+    resolved = [str(Path(p).expanduser().resolve()) for p in paths]
+    for path in resolved:
+        try:
+            load_method_file(path)
+        except MethodRegistryError as err:
+            raise BenchInputError(f"--method-file {path}: {err}") from None
+    inherited = [p for p in os.environ.get(METHOD_FILES_ENV, "").split(os.pathsep) if p]
+    os.environ[METHOD_FILES_ENV] = os.pathsep.join(dict.fromkeys([*inherited, *resolved]))
 
 
 def parse_datasets(text: str) -> list[str]:
@@ -110,7 +140,7 @@ def recipe_for(dataset: str, args: argparse.Namespace) -> RecipeConfig:
     overrides = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
                  "base_lr": args.lr, "precision": args.precision, "num_frames": args.num_frames}
     if args.lr is not None:
-        overrides["method_base_lr"] = {}
+        overrides["method_lr"] = False  # --lr holds for every method
     if args.epochs is not None and args.warmup_epochs is None:
         overrides["warmup_epochs"] = min(recipe.warmup_epochs, args.epochs)
     return recipe.with_overrides(**overrides)
@@ -127,6 +157,7 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
     """Every run of the grid, validated: names, options, recipes, weights (not the data: see check_data)."""
     import bench.pretrain  # noqa: F401  (registers the synth_vit backbone)
     from methods import get_backbone_config, make_method_config
+    load_method_files(args.method_file)
     methods, datasets, seeds = parse_methods(args.methods), parse_datasets(args.datasets), parse_seeds(args.seeds)
     backbone = args.backbone or ("synth_vit" if set(datasets) <= set(SYNTH_DATASETS) else DEFAULT_REAL_BACKBONE)
     backbone_cfg = get_backbone_config(backbone)

@@ -30,7 +30,6 @@ import torch
 
 from bench.timing.cases import (
     BASELINE,
-    CASES,
     DEFAULT_SETTINGS,
     PERF_DIR,
     SETTINGS,
@@ -39,6 +38,7 @@ from bench.timing.cases import (
     Measurement,
     PerfError,
     Setting,
+    cases,
 )
 from bench.timing.feature_cache import compare_feature_cache
 from bench.timing.micro import micro_benchmarks
@@ -61,7 +61,7 @@ def _pick(names: str, known: dict[str, Any], what: str) -> list[Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="all", help="method labels, comma-separated "
-                        f"({', '.join(c.label for c in CASES)}) or 'all'")
+                        f"({', '.join(c.label for c in cases())}) or 'all'")
     parser.add_argument("--settings", default=None, help="settings, comma-separated "
                         f"({', '.join(SETTINGS)}) or 'all' (default: {','.join(DEFAULT_SETTINGS)}; "
                         "with --from-records: all)")
@@ -137,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.from_records is not None:
             return _print_table_from_records(args.from_records, settings)
         settings = settings or [SETTINGS[name] for name in DEFAULT_SETTINGS]
-        cases = _pick(args.methods, {c.label: c for c in CASES}, "method label")
-        profiled = _pick(args.profile, {c.label: c for c in CASES}, "method label") if args.profile else []
+        known = {c.label: c for c in cases()}
+        chosen = _pick(args.methods, known, "method label")
+        profiled = _pick(args.profile, known, "method label") if args.profile else []
     except PerfError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# {env['hardware'].get('gpu', args.device)}, torch {env['torch']}, triton {env['triton']}; "
           f"{spec.backbone}, {spec.batch_size} clips x {spec.num_frames} frames at {spec.input_size}, "
           f"{spec.autocast} autocast, {spec.timed_steps} timed steps", flush=True)
-    results = _measure_all(cases, settings, profiled, spec, env, out, args.profile_dir)
+    results = _measure_all(chosen, settings, profiled, spec, env, out, args.profile_dir)
     provenance_fields = {"spec": dataclasses.asdict(spec), "gpu": env["hardware"].get("gpu", "none"),
                          "environment": env}
     if args.micro:

@@ -23,9 +23,9 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from bench.data.roots import DatasetRootError
     from bench.data.spec import ClipSpecError
     from bench.launch.slurm_profile import ProfileError
-    from methods import BackboneError, MethodConfigError, UnknownMethodError, WeightsError
+    from methods import BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError
     return (BenchInputError, ConfigError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
-            MethodConfigError, UnknownMethodError, WeightsError)
+            MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,11 @@ A run is named by a hash of (method, options, dataset, backbone, weights, recipe
 record already exists under RESULTS/runs are skipped unless --force. Logs and checkpoints live in
 RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started again.""")
     grid = parser.add_argument_group("the grid")
-    grid.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
+    grid.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default: every "
+                      "registered method)")
+    grid.add_argument("--method-file", action="append", default=[], metavar="PATH",
+                      help="a Python file that registers a method (@methods.register_method); repeatable; "
+                           "its jobs find it through $BENCH_METHOD_FILES")
     grid.add_argument("--datasets", default=",".join(SYNTH_DATASETS),
                       help=f"comma-separated datasets from {', '.join(DATASETS)} (default: the synthetic pair)")
     grid.add_argument("--backbone", default=None,

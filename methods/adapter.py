@@ -3,7 +3,8 @@ ST-Adapter (patch tokens, same slots and width) but with no temporal conv, so fr
 ``kernel_size=1`` adds a per-channel (1,1,1) conv (DESIGN.md section 3's "plain adapter, kernel
 (1,1,1)" row); ST-Adapter's own kernel-size ablation is st_adapter's ``12x384_k1`` preset.
 
-On the synthetic tasks it is placed as st_adapter is there (width 32, both positions)."""
+On K400 and SSv2 it runs as ``12x384`` (the default); on the synthetic tasks it is placed as
+st_adapter is there (width 32, both positions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ class AdapterConfig(AdapterPlacement):
     "24x384": {"width": 384, "positions": ("pre_attn", "pre_mlp"), "num_layers": None,
                "kernel_size": None},
     "12x384_k1": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": 1},
-}, recipe_options={"synth": {"width": 32, "positions": "pre_attn,pre_mlp"}})
+}, recipe_options={"k400": {"preset": "12x384"}, "ssv2": {"preset": "12x384"},
+                   "synth": {"width": 32, "positions": "pre_attn,pre_mlp"}})
 def attach(model: VideoClassifier, cfg: AdapterConfig) -> list:
     adapters = insert_adapters(model, cfg, activation=True, zero_init="fc2")
     return [*adapters, model.head]

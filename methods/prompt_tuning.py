@@ -3,8 +3,8 @@
 N learnable tokens sit right after the CLS token and are shared by all frames. Shallow: inserted
 once, before the first block. Deep: a fresh set per block, replacing the previous block's prompt
 outputs. Initialised uniform(-v, v), v = sqrt(6 / (3 * patch^2 + width)) (Xavier over the patch
-projection's fan-in and fan-out, as in VPT). On the synthetic tasks: 4 tokens (a quarter of the 16
-patches, like 50 of ViT-B/16's 196).
+projection's fan-in and fan-out, as in VPT). On K400 and SSv2: VPT-deep with 50 tokens (the
+default); on the synthetic tasks: 4 tokens (a quarter of the 16 patches, like 50 of ViT-B/16's 196).
 
 Where the first prompts enter: VPT's code (``incorporate_prompt``) concatenates them to the output of
 the embedding layer (patch + CLS + position embeddings); its ViTs have no LayerNorm between the
@@ -66,7 +66,8 @@ class PromptTuningConfig(MethodConfig):
 @register_method("prompt_tuning", PromptTuningConfig,
                  presets={"deep50": {"num_tokens": 50, "deep": True},
                           "shallow50": {"num_tokens": 50, "deep": False}},
-                 recipe_options={"synth": {"num_tokens": 4}})
+                 recipe_options={"k400": {"preset": "deep50"}, "ssv2": {"preset": "deep50"},
+                                 "synth": {"num_tokens": 4}})
 def attach(model: VideoClassifier, cfg: PromptTuningConfig) -> list:
     encoder = model.encoder
     bound = math.sqrt(6.0 / (3 * encoder.config.patch_size ** 2 + encoder.width))

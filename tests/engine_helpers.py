@@ -20,7 +20,7 @@ TINY_WORLD = SynthConfig(frames=8, train_per_class=2, val_per_class=1)  # 20 tra
 TINY_CLIP = ClipSpec(num_frames=4, sampling="dense", stride=2, input_size=32, augment="k400",
                      short_side_range=(32, 36), test_clips=2, test_crops=1)
 TINY_RECIPE = dataclasses.replace(SYNTH, name="tiny", epochs=3, warmup_epochs=1, batch_size=8, base_lr=0.5,
-                                  clip=TINY_CLIP, method_base_lr={}, method_options={})
+                                  clip=TINY_CLIP, method_lr=False)
 
 
 def tiny_run(data_root: Path, method: str = "st_adapter", seed: int = 0, **recipe_changes) -> RunConfig:

@@ -11,7 +11,6 @@ from bench.engine.features import (
     cached_linear_probe,
     evaluate_head,
     extract_features,
-    pooled_features,
     train_head,
 )
 from methods import build_model
@@ -44,7 +43,7 @@ def probe():
 def test_cached_features_are_exactly_what_the_head_sees(probe):
     video = Clips(2, None).videos
     with torch.no_grad():
-        torch.testing.assert_close(probe.head(pooled_features(probe, video)), probe(video), rtol=0, atol=0)
+        torch.testing.assert_close(probe.head(probe.features(video)), probe(video), rtol=0, atol=0)
 
 
 def test_extract_features_one_row_per_view_in_dataset_order(probe):
@@ -53,7 +52,7 @@ def test_extract_features_one_row_per_view_in_dataset_order(probe):
     assert cache.features.shape == (5, 3, probe.encoder.width) and cache.num_views == 3 and len(cache) == 5
     assert torch.equal(cache.labels, data.labels)
     with torch.no_grad():
-        expected = pooled_features(probe, data.videos[3, 1:2])
+        expected = probe.features(data.videos[3, 1:2])
     torch.testing.assert_close(cache.features[3, 1], expected[0])
     single = extract_features(probe, Clips(4, views=None), batch_size=3, device=CPU)
     assert single.features.shape == (4, 1, probe.encoder.width)

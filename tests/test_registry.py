@@ -2,6 +2,7 @@
 trained like any other), collisions, declarations checked when a method registers."""
 from __future__ import annotations
 
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,25 @@ def test_trainable_parts_outside_the_model_are_an_error(isolated_registry):
     with pytest.raises(MethodRegistryError, match=r"method 'stray' declared 2 trainable parameter\(s\) "
                                                    r"that are not part of the model"):
         build_model("stray", TINY, 5, 4, random_init=True)
+
+
+@pytest.mark.slow
+def test_a_method_file_runs_through_bench_run(tmp_path, isolated_registry, monkeypatch, capsys):
+    """``--method-file`` registers the method for the grid and for its jobs; the method's own
+    synthetic-recipe options and learning rate are what the run records."""
+    from bench.run import main
+    from bench.store.records import load_records
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(METHOD_FILES_ENV, raising=False)
+    path = write_method(tmp_path, "side_mlp_run")
+    results = tmp_path / "results"
+    argv = ["--method-file", str(path), "--methods", "side_mlp_run", "--datasets", "synth_motion",
+            "--backbone", "vit_tiny_test", "--weights", "random", "--seeds", "1", "--epochs", "1",
+            "--batch-size", "64", "--executor", "debug", "--results", str(results)]
+    assert main(argv) == 0
+    (record,) = load_records(results)
+    assert record.method == "side_mlp_run" and record.config["method_options"] == {"width": 4}
+    assert record.config["recipe"]["base_lr"] == 0.05 and record.top1 >= 0
+    assert str(path.resolve()) in os.environ[METHOD_FILES_ENV].split(os.pathsep)
+    assert main([*argv[:1], str(tmp_path / "nowhere.py"), *argv[2:]]) == 2
+    assert "--method-file" in capsys.readouterr().err

@@ -58,3 +58,43 @@ def test_config_round_trips_through_its_record_form():
     again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.hash() == cfg.hash()
     assert cfg.name.startswith("synth_motion__synth_vit__st_adapter__s0__")
+
+
+def test_method_rules_come_from_the_method_files():
+    from methods import get_method, list_methods
+    from bench.config import RECIPE_FAMILIES, SYNTH_MOTION
+    for method in list_methods():  # a rule for a family no recipe has would never apply
+        spec = get_method(method)
+        assert set(spec.base_lr) | set(spec.recipe_options) <= RECIPE_FAMILIES, method
+    assert SYNTH.base_lr_for("full_ft") == SYNTH_MOTION.base_lr_for("full_ft") == get_method("full_ft").base_lr["synth"]
+    assert SYNTH.options_for("prompt_tuning") == get_method("prompt_tuning").recipe_options["synth"]
+    assert SYNTH.base_lr_for("st_adapter") == SYNTH.base_lr  # no rule: the recipe's lr
+
+
+def test_a_run_records_the_recipe_as_its_method_runs_it():
+    full_ft, st_adapter = _run(method="full_ft"), _run()
+    assert full_ft.recipe.base_lr == SYNTH.base_lr_for("full_ft") and not full_ft.recipe.method_lr
+    assert full_ft.peak_lr == pytest.approx(SYNTH.base_lr_for("full_ft") * SYNTH.batch_size / 256)
+    assert st_adapter.recipe.base_lr == SYNTH.base_lr and st_adapter.recipe.name == full_ft.recipe.name == "synth"
+    assert full_ft.to_dict()["recipe"]["base_lr"] == SYNTH.base_lr_for("full_ft")
+    fixed = SYNTH.with_overrides(base_lr=0.2, method_lr=False)  # what --lr does: every method at 0.2
+    assert _run(method="full_ft", recipe=fixed).peak_lr == _run(recipe=fixed).peak_lr == pytest.approx(0.2 * 32 / 256)
+    assert fixed.name == "synth(base_lr=0.2,method_lr=False)"
+
+
+def test_another_methods_rules_leave_a_runs_identity_alone(monkeypatch):
+    """Adding a method (with its own lr and options for the synthetic recipes) renames no other run."""
+    from dataclasses import dataclass as frozen
+
+    from methods import MethodConfig, register_method, registry
+    before = _run().hash()
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+    @frozen(frozen=True)
+    class ExtraConfig(MethodConfig):
+        width: int = 1
+
+    register_method("extra", ExtraConfig, base_lr={"synth": 0.5}, recipe_options={"synth": {"width": 2}})(
+        lambda model, cfg: [model.head])
+    assert _run().hash() == before
+    assert _run(method="extra").recipe.base_lr == 0.5

@@ -55,14 +55,6 @@ class FeatureCache:
         return self.features.shape[0]
 
 
-def pooled_features(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
-    """``video`` [B, 3, T, H, W] -> the head's input [B, C]: per-frame CLS, mean over T, final LN."""
-    batch, _, num_frames = video.shape[:3]
-    frames = video.transpose(1, 2).flatten(0, 1)
-    cls = model.encoder(frames, num_frames)
-    return model.encoder.norm(cls.view(batch, num_frames, -1).mean(dim=1))
-
-
 @torch.no_grad()
 def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
                      amp_dtype: torch.dtype | None = None, num_workers: int = 0,
@@ -78,7 +70,7 @@ def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, device
             video = video.unsqueeze(1)
         items, views = video.shape[:2]
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-            pooled = pooled_features(model, video.flatten(0, 1).to(device, non_blocking=True))
+            pooled = model.features(video.flatten(0, 1).to(device, non_blocking=True))
         features.append(pooled.float().view(items, views, -1).cpu())
         labels.append(torch.as_tensor(batch["label"]))
     if not features:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ PERF_DIR = Path("results/perf")
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+BASELINE = "full_ft"
 
 
 class PerfError(ValueError):
@@ -27,19 +31,27 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-CASES: tuple[Case, ...] = (
-    Case("full_ft", "full_ft"),
-    Case("linear_probe", "linear_probe"),
-    Case("partial_ft", "partial_ft", {"num_blocks": 1}),
-    Case("st_adapter_12x384", "st_adapter", {"preset": "12x384"}),
-    Case("st_adapter_24x384", "st_adapter", {"preset": "24x384"}),
-    Case("adapter_12x384", "adapter", {"preset": "12x384"}),
-    Case("prompt_tuning_deep50", "prompt_tuning", {"preset": "deep50"}),
-    Case("temporal_attention", "temporal_attention"),
-)
+PAPER_FAMILIES = ("k400", "ssv2")  # the recipes whose setting the benchmark measures (DESIGN.md §9)
 
 
-BASELINE = "full_ft"
+def cases() -> tuple[Case, ...]:
+    """Every registered method as the K400 and SSv2 recipes run it: one case per distinct option set
+    it declares for them (a method declaring none: one case, its defaults), labelled ``method`` or
+    ``method_<preset>``; the baseline first, then by label."""
+    from methods import get_method, list_methods
+    found = []
+    for method in list_methods():
+        spec = get_method(method)
+        option_sets = {json.dumps(spec.options_for(f), sort_keys=True): f for f in PAPER_FAMILIES}
+        for encoded, family in option_sets.items():
+            options = json.loads(encoded)
+            label = method
+            if "preset" in options:
+                label = f"{method}_{options['preset']}"
+            elif len(option_sets) > 1:
+                label = f"{method}_{family}"
+            found.append(Case(label, method, options))
+    return tuple(sorted(found, key=lambda c: (c.label != BASELINE, c.label)))
 
 
 @dataclass(frozen=True)

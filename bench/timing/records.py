@@ -11,7 +11,7 @@ import torch
 
 from bench.atomic import atomic_write
 from bench.store import provenance
-from bench.timing.cases import CASES, SETTINGS, BenchSpec, Measurement, Setting
+from bench.timing.cases import SETTINGS, BenchSpec, Measurement, Setting, cases
 
 
 def environment(spec: BenchSpec) -> dict[str, Any]:
@@ -60,6 +60,6 @@ def load_measurements(folder: Path) -> list[Measurement]:
         data = json.loads(path.read_text())
         if data.get("kind") == "perf":
             found.append(Measurement(**{k: v for k, v in data.items() if k in names}))
-    settings, labels = list(SETTINGS), [c.label for c in CASES]
+    settings, labels = list(SETTINGS), [c.label for c in cases()]
     return sorted(found, key=lambda m: (settings.index(m.setting) if m.setting in settings else len(settings),
                                         labels.index(m.label) if m.label in labels else len(labels)))
