@@ -12,15 +12,15 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from bench.data.spec import ClipSpec
 from bench.data.synthetic import SynthConfig
+from bench.filehash import content_digest
 
 # Bump when the engine changes what a config computes (loss, schedule, sampling of steps), so old
 # records stop matching new runs instead of being silently skipped.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: evaluation skips broken validation videos instead of replacing them
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASET_RECIPES = {"k400": "k400", "ssv2": "ssv2", "synth_appearance": "synth", "synth_motion": "synth_motion"}
@@ -214,6 +214,8 @@ class RunConfig:
     method_options: Mapping[str, Any] = field(default_factory=dict)
     synth: SynthConfig | None = None  # the generated world, for the synthetic datasets
     data_root: str | None = None  # where the data is, not what it is: outside the identity
+    precision: str = "fp32"  # what runs: the recipe's "auto" resolved for the planned device
+    data: Mapping[str, Any] | None = None  # bench.data.identity of the validation set, from planning
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipe", self.recipe.for_method(self.method))  # this method's lr
@@ -224,10 +226,11 @@ class RunConfig:
         recipe = self.recipe.to_dict()
         del recipe["name"], recipe["family"]  # content, not labels
         return _plain({
-            "engine_version": ENGINE_VERSION, "method": self.method,
+            "engine_version": ENGINE_VERSION, "method": self.method, "method_version": method_version(self.method),
             "method_options": self.method_options, "dataset": self.dataset, "backbone": self.backbone,
-            "weights": weights_identity(self.weights), "recipe": recipe, "seed": self.seed,
-            "synth": None if self.synth is None else dataclasses.asdict(self.synth),
+            "weights": weights_identity(self.weights), "recipe": recipe, "precision": self.precision,
+            "seed": self.seed, "synth": None if self.synth is None else dataclasses.asdict(self.synth),
+            "data": self.data,
         })
 
     def hash(self) -> str:
@@ -248,13 +251,15 @@ class RunConfig:
             "method": self.method, "method_options": self.method_options, "dataset": self.dataset,
             "backbone": self.backbone, "weights": self.weights, "recipe": self.recipe.to_dict(),
             "seed": self.seed, "data_root": self.data_root, "engine_version": ENGINE_VERSION,
+            "method_version": method_version(self.method), "precision": self.precision, "data": self.data,
             "synth": None if self.synth is None else dataclasses.asdict(self.synth),
         })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
         data = dict(data)
-        data.pop("engine_version", None)
+        for derived in ("engine_version", "method_version"):
+            data.pop(derived, None)
         synth = data.pop("synth", None)
         return cls(recipe=RecipeConfig.from_dict(data.pop("recipe")),
                    synth=None if synth is None else SynthConfig(**synth), **data)
@@ -265,7 +270,20 @@ WEIGHT_SCHEMES = ("open_clip:", "pretrain:")
 
 
 def weights_identity(weights: str | None) -> str | None:
-    """Weights by file name, not full path: the same file mounted elsewhere is the same run."""
+    """Weights by content, not by path or name: the same file mounted elsewhere is the same run, two
+    different files of one name (every timm hub file is ``model.safetensors``) are two."""
     if weights is None or weights == RANDOM_WEIGHTS or weights.startswith(WEIGHT_SCHEMES):
         return weights  # open_clip tag or pre-training reference: already location-free
-    return Path(weights).name
+    return content_digest(weights)
+
+
+def method_version(method: str) -> int:
+    from methods import get_method
+    return get_method(method).version
+
+
+def effective_precision(precision: str, device_type: str) -> str:
+    """What a recipe's precision means on a device: CPU runs are fp32, "auto" on a GPU is bf16."""
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if precision == "auto" else precision

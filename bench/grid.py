@@ -6,6 +6,7 @@ validated here, before any job starts, so a bad option fails in one line instead
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from bench.config import (
     RecipeConfig,
     RunConfig,
     default_recipe,
+    effective_precision,
     get_recipe,
 )
 
@@ -153,8 +155,9 @@ def default_weights(backbone: str, weights: str | None) -> str | None:
     return weights
 
 
-def plan(args: argparse.Namespace) -> list[RunConfig]:
-    """Every run of the grid, validated: names, options, recipes, weights (not the data: see check_data)."""
+def plan(args: argparse.Namespace, device_type: str) -> list[RunConfig]:
+    """Every run of the grid, validated: names, options, recipes, weights, the precision that runs on
+    ``device_type`` (not the data: see check_data)."""
     import bench.pretrain  # noqa: F401  (registers the synth_vit backbone)
     from methods import get_backbone_config, make_method_config
     load_method_files(args.method_file)
@@ -184,7 +187,8 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
                 runs.append(RunConfig(method=method, dataset=dataset, backbone=backbone, recipe=recipe,
                                       seed=seed, weights=weights, method_options=options,
                                       synth=SYNTH_WORLD if dataset in SYNTH_DATASETS else None,
-                                      data_root=roots.get(dataset)))
+                                      data_root=roots.get(dataset),
+                                      precision=effective_precision(recipe.precision, device_type)))
     return runs
 
 
@@ -194,6 +198,7 @@ class DataFacts:
     train_clips: int
     val_videos: int
     measured: bool  # False: nominal sizes (the data is not on this machine)
+    identity: dict | None = None  # bench.data.identity of the validation set; None when not measured
 
 
 def data_key(cfg: RunConfig) -> tuple:
@@ -205,9 +210,10 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
     synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
     returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
     from bench.data import build_dataset
+    from bench.data.identity import data_identity
     from bench.data.roots import DatasetRootError
     from bench.data.synthetic import class_names
-    facts = {}
+    facts, missing_roots = {}, []
     for cfg in runs:
         key = data_key(cfg)
         if key in facts:
@@ -218,11 +224,24 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
                                    classes * cfg.synth.val_per_class, measured=True)
             continue
         try:
-            sizes = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train", root=cfg.data_root,
-                                   synth=cfg.synth) for split in ("train", "val")]
-            facts[key] = DataFacts(sizes[0].num_classes, len(sizes[0]), len(sizes[1]), measured=True)
-        except DatasetRootError:
+            train, val = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train",
+                                        root=cfg.data_root, synth=cfg.synth) for split in ("train", "val")]
+            facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True,
+                                   identity=data_identity(val))
+        except DatasetRootError as err:
             if not dry_run or cfg.dataset not in NOMINAL_SIZES:
-                raise
+                missing_roots.append(err)
+                facts[key] = None
+                continue
             facts[key] = DataFacts(*NOMINAL_SIZES[cfg.dataset], measured=False)
+    if len(missing_roots) == 1:
+        raise missing_roots[0]
+    if missing_roots:  # every dataset that is not where it was said to be, at once
+        raise BenchInputError(f"{len(missing_roots)} datasets are not found:\n" + "\n".join(map(str, missing_roots)))
     return facts
+
+
+def with_data_identity(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> list[RunConfig]:
+    """The runs with the identity of the data they will read (a prepared copy or another validation
+    list is another run)."""
+    return [dataclasses.replace(cfg, data=facts[data_key(cfg)].identity) for cfg in runs]

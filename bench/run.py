@@ -13,18 +13,19 @@ from typing import Sequence
 
 from bench.config import RECIPES, BenchInputError, ConfigError
 from bench.estimate import dry_run
-from bench.grid import DATASETS, SYNTH_DATASETS, check_data, plan
+from bench.grid import DATASETS, SYNTH_DATASETS, check_data, plan, with_data_identity
 from bench.launch.options import launch_options
 from bench.reporting.console import print_summary
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
     """Every exception type that means 'the user asked for something impossible' (exit code 2)."""
+    from bench.data.listfile import AnnotationError
     from bench.data.roots import DatasetRootError
     from bench.data.spec import ClipSpecError
     from bench.launch.slurm_profile import ProfileError
     from methods import BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError
-    return (BenchInputError, ConfigError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
+    return (BenchInputError, ConfigError, AnnotationError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
             MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
 
 
@@ -100,9 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        runs = plan(args)
         options, execution = launch_options(args)
+        runs = plan(args, execution.device)
         facts = check_data(runs, dry_run=args.dry_run)
+        runs = with_data_identity(runs, facts)
     except _input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

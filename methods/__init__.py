@@ -12,12 +12,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backbone import (BackboneConfig, BackboneError, Branch, EncoderSiteError, FrameEncoder,
-                       get_backbone_config, list_backbones, register_backbone)
-from .base import (MethodConfig, MethodConfigError, MethodRegistryError, MethodSpec,
-                   UnknownMethodError, VideoClassifier, VideoHead, WeightsError, last_blocks)
-from .registry import (METHOD_FILES_ENV, get_method, list_methods, load_method_file,
-                       make_method_config, register_method)
+from .backbone import (
+    BackboneConfig,
+    BackboneError,
+    Branch,
+    EncoderSiteError,
+    FrameEncoder,
+    get_backbone_config,
+    list_backbones,
+    register_backbone,
+)
+from .base import (
+    MethodConfig,
+    MethodConfigError,
+    MethodRegistryError,
+    MethodSpec,
+    UnknownMethodError,
+    VideoClassifier,
+    VideoHead,
+    WeightsError,
+    last_blocks,
+)
+from .registry import METHOD_FILES_ENV, get_method, list_methods, load_method_file, make_method_config, register_method
 from .weights import export_st_adapter_checkpoint, load_backbone, load_extras, read_weights
 
 __all__ = [

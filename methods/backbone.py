@@ -12,10 +12,10 @@ from functools import partial
 from typing import Callable, NamedTuple
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 from timm.layers import PatchEmbed, QuickGELU
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.nn import functional as F
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 

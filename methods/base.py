@@ -119,6 +119,7 @@ class MethodSpec:
     base_lr: Mapping[str, float] = field(default_factory=dict)
     recipe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""  # the module or file that registered it, for messages
+    version: int = 1  # part of every run's identity: bump it when the method computes something else
 
     def base_lr_for(self, family: str, recipe_base_lr: float) -> float:
         return self.base_lr.get(family, recipe_base_lr)

@@ -67,7 +67,8 @@ class PromptTuningConfig(MethodConfig):
                  presets={"deep50": {"num_tokens": 50, "deep": True},
                           "shallow50": {"num_tokens": 50, "deep": False}},
                  recipe_options={"k400": {"preset": "deep50"}, "ssv2": {"preset": "deep50"},
-                                 "synth": {"num_tokens": 4}})
+                                 "synth": {"num_tokens": 4}},
+                 version=2)  # 2: the first prompts pass ln_pre (VPT's incorporate_prompt)
 def attach(model: VideoClassifier, cfg: PromptTuningConfig) -> list:
     encoder = model.encoder
     bound = math.sqrt(6.0 / (3 * encoder.config.patch_size ** 2 + encoder.width))

@@ -31,17 +31,18 @@ def register_method(name: str, config: type[MethodConfig], *,
                     presets: Mapping[str, Mapping[str, Any]] | None = None,
                     base_lr: Mapping[str, float] | None = None,
                     recipe_options: Mapping[str, Mapping[str, Any]] | None = None,
-                    ) -> Callable[[Attach], Attach]:
+                    version: int = 1) -> Callable[[Attach], Attach]:
     """Decorate a method's ``attach(model, config)`` to register the method under ``name``.
 
     ``presets`` are named option sets; ``base_lr`` and ``recipe_options`` are the method's recipe
-    rules per recipe family (``MethodSpec``). Every preset and recipe option set is validated here,
-    so a typo fails when the method is imported, not in a job.
+    rules per recipe family (``MethodSpec``). ``version`` enters every run's identity: bump it when a
+    change makes the method compute something else, so old records stop matching new runs. Every
+    preset and recipe option set is validated here, so a typo fails when the method is imported.
     """
     def decorate(attach: Attach) -> Attach:
         spec = MethodSpec(name=name, config_cls=config, attach=attach, presets=dict(presets or {}),
                           base_lr=dict(base_lr or {}), recipe_options=dict(recipe_options or {}),
-                          source=_source(attach))
+                          source=_source(attach), version=version)
         _check(spec)
         add_method(spec)
         return attach

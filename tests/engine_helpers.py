@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import SYNTH, RunConfig
+from bench.config import SYNTH, RunConfig, effective_precision
 from bench.data.spec import ClipSpec
 from bench.data.synthetic import SynthConfig
 from bench.engine.checkpoint import CHECKPOINT_NAME
@@ -24,10 +24,13 @@ TINY_RECIPE = dataclasses.replace(SYNTH, name="tiny", epochs=3, warmup_epochs=1,
 
 
 def tiny_run(data_root: Path, method: str = "st_adapter", seed: int = 0, **recipe_changes) -> RunConfig:
+    """A tiny run planned, as bench.run plans it, for this machine's device."""
     options = {"width": 16} if method in ("st_adapter", "adapter") else {}
-    return RunConfig(method=method, dataset="synth_motion", backbone="vit_tiny_test",
-                     recipe=dataclasses.replace(TINY_RECIPE, **recipe_changes), seed=seed, weights="random",
-                     method_options=options, synth=TINY_WORLD, data_root=str(data_root))
+    recipe = dataclasses.replace(TINY_RECIPE, **recipe_changes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return RunConfig(method=method, dataset="synth_motion", backbone="vit_tiny_test", recipe=recipe, seed=seed,
+                     weights="random", method_options=options, synth=TINY_WORLD, data_root=str(data_root),
+                     precision=effective_precision(recipe.precision, device))
 
 
 def final_weights(results: Path, cfg: RunConfig) -> dict[str, torch.Tensor]:

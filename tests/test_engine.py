@@ -3,7 +3,6 @@ import math
 import signal
 
 import numpy as np
-
 import pytest
 import torch
 from torch import nn
@@ -11,8 +10,8 @@ from torch import nn
 from bench.engine.batching import StepPlan, train_batches
 from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
-from bench.engine.preemption import STOPS
 from bench.engine.optim import WarmupCosine, make_optimizer
+from bench.engine.preemption import STOPS
 from bench.store.predictions import load_predictions
 from bench.store.records import load_records
 from tests.engine_helpers import final_weights, same_metrics, tiny_run, trained

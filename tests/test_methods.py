@@ -11,8 +11,17 @@ import torch
 from timm.layers import QuickGELU
 from torch import nn
 
-from methods import (BackboneError, MethodConfigError, UnknownMethodError, WeightsError, build_model,
-                     get_backbone_config, get_method, list_methods, make_method_config)
+from methods import (
+    BackboneError,
+    MethodConfigError,
+    UnknownMethodError,
+    WeightsError,
+    build_model,
+    get_backbone_config,
+    get_method,
+    list_methods,
+    make_method_config,
+)
 from methods.weights import to_openai_visual_state_dict
 from tests.method_helpers import HEAD, TINY, randomise_trainable, tiny_model, tiny_options, video
 

@@ -12,9 +12,17 @@ import torch
 from torch import nn
 
 import methods
-from methods import (METHOD_FILES_ENV, MethodConfig, MethodRegistryError, build_model, get_method,
-                     list_methods, load_method_file, register_method)
-from methods import registry
+from methods import (
+    METHOD_FILES_ENV,
+    MethodConfig,
+    MethodRegistryError,
+    build_model,
+    get_method,
+    list_methods,
+    load_method_file,
+    register_method,
+    registry,
+)
 from tests.method_helpers import TINY, tiny_model, video
 
 THROWAWAY = textwrap.dedent('''

@@ -16,12 +16,12 @@ from PIL import Image
 from record_factory import attach_predictions, make_predictions, make_record, write_suite
 
 from bench import report
+from bench.reporting import stats
 from bench.reporting.generate import generate
 from bench.reporting.inputs import build_report
 from bench.reporting.layout import DEFAULT_REFERENCE
 from bench.reporting.plots import figure_size_px, write_plots
 from bench.reporting.reference import load_reference
-from bench.reporting import stats
 from bench.reporting.summary import ReportError, summarize
 from bench.store.predictions import load_predictions
 from bench.store.records import RecordError, load_records, write_record

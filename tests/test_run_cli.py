@@ -4,6 +4,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,48 @@ def test_small_grid_through_the_cli(isolated, world_cache, monkeypatch, capsys):
     assert main(argv) == 0
     assert "4 of 4 runs already have records" in capsys.readouterr().out
     assert len(load_records(results)) == 4
+
+
+def _k400_root(tmp: Path, val_rows: str) -> Path:
+    root = tmp / "k400"
+    (root / "train").mkdir(parents=True)
+    (root / "val").mkdir()
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (root / "train.csv").write_text(header + "abseiling,aaa111,10,20,train\n")
+    (root / "validate.csv").write_text(header + val_rows)
+    return root
+
+
+@pytest.mark.parametrize("make_root, where, problem", [
+    (lambda t: _k400_root(t, "abseiling,vvv111,3,13,val\nabseiling,vvv222,100\n"), "validate.csv:3",
+     "field(s) ['time_end'] missing or empty"),
+    (lambda t: _k400_root(t, "abseiling,vvv111,three,13,val\n"), "validate.csv:2", "time_start 'three' is not a number"),
+])
+def test_a_malformed_kinetics_row_names_its_file_and_line(isolated, capsys, make_root, where, problem):
+    root = make_root(isolated)
+    argv = ["--datasets", "k400", "--root", f"k400={root}", "--weights", _weights_file(isolated), "--methods",
+            "linear_probe", "--results", str(isolated / "results")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and where in err and problem in err and "fix or delete the row" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_list_file_line_without_a_label_is_an_input_error(isolated, capsys):
+    (isolated / "videos").mkdir()
+    (isolated / "train.txt").write_text("videos/a.mp4 0\n")
+    (isolated / "val.txt").write_text("videos/a.mp4\n")
+    argv = ["--datasets", "list", "--recipe", "k400", "--root", f"list={isolated}", "--weights", _weights_file(isolated),
+            "--methods",
+            "linear_probe", "--results", str(isolated / "results")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "val.txt:1" in err and "expected 'relative/path label'" in err
+
+
+def test_every_missing_dataset_root_is_named_at_once(isolated, capsys):
+    argv = ["--datasets", "k400,ssv2", "--weights", _weights_file(isolated), "--methods", "linear_probe",
+            "--results", str(isolated / "results")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 datasets are not found" in err and "k400: no root given" in err and "ssv2: no root given" in err

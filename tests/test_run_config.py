@@ -1,5 +1,7 @@
 """Recipes and run identity: DESIGN.md §4 presets, validation, hashes that name exactly the result."""
 import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -36,33 +38,65 @@ def test_overrides_rename_the_recipe_only_when_something_changes():
     assert quick.clip.num_frames == 4 and quick.clip.stride == 16
 
 
-def _run(**changes) -> RunConfig:
+@pytest.fixture()
+def weights(tmp_path, monkeypatch) -> Path:
+    """A weights file, and the digest cache in tmp (the digest is cached by path, size and mtime)."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "models" / "a" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"weights A" * 1000)
+    return path
+
+
+def _run(weights: Path | str = "random", **changes) -> RunConfig:
     base = dict(method="st_adapter", dataset="synth_motion", backbone="synth_vit", recipe=SYNTH, seed=0,
-                weights="/models/a/synth.safetensors", method_options={"width": 48}, synth=SYNTH_WORLD)
+                weights=str(weights), method_options={"width": 48}, synth=SYNTH_WORLD)
     return RunConfig(**{**base, **changes})
 
 
-def test_hash_names_the_result_not_the_location():
-    reference = _run()
+def test_hash_names_the_result_not_the_location(weights: Path, tmp_path: Path):
+    reference = _run(weights)
     assert len(reference.hash()) == 12
-    assert _run(data_root="/elsewhere").hash() == reference.hash()
-    assert _run(weights="/mnt/b/synth.safetensors").hash() == reference.hash()  # same file, other mount
-    for changed in (_run(seed=1), _run(method="adapter"), _run(method_options={"width": 32}),
-                    _run(recipe=SYNTH.with_overrides(base_lr=0.2)), _run(weights="/models/other.safetensors"),
-                    _run(synth=dataclasses.replace(SYNTH_WORLD, train_per_class=8))):
+    assert _run(weights, data_root="/elsewhere").hash() == reference.hash()
+    moved = tmp_path / "mnt" / "b" / "renamed.safetensors"  # the same file, mounted elsewhere
+    moved.parent.mkdir(parents=True)
+    shutil.copy(weights, moved)
+    assert _run(moved).hash() == reference.hash()
+    other = tmp_path / "models" / "b" / "model.safetensors"  # every hub file has this name
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"weights B" * 1000)
+    for changed in (_run(weights, seed=1), _run(weights, method="adapter"), _run(weights, method_options={"width": 32}),
+                    _run(weights, recipe=SYNTH.with_overrides(base_lr=0.2)), _run(other),
+                    _run(weights, synth=dataclasses.replace(SYNTH_WORLD, train_per_class=8)),
+                    _run(weights, precision="bf16"), _run(weights, data={"val_list_sha256": "x", "prepared": None}),
+                    _run(weights, data={"val_list_sha256": "x", "prepared": {"settings": {"short_side": 258}}})):
         assert changed.hash() != reference.hash()
 
 
+def test_a_changed_weights_file_is_hashed_again(weights: Path):
+    before = _run(weights).hash()
+    weights.write_bytes(b"retrained" * 1000)
+    assert _run(weights).hash() != before
+
+
+def test_the_method_version_is_part_of_the_identity(monkeypatch):
+    import methods
+    spec = methods.get_method("st_adapter")
+    before = _run().hash()
+    monkeypatch.setitem(methods.registry._METHODS, "st_adapter", dataclasses.replace(spec, version=spec.version + 1))
+    assert _run().identity()["method_version"] == spec.version + 1 and _run().hash() != before
+
+
 def test_config_round_trips_through_its_record_form():
-    cfg = _run(data_root="/data")
+    cfg = _run(data_root="/data", precision="bf16", data={"val_list_sha256": "x", "prepared": None})
     again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.hash() == cfg.hash()
     assert cfg.name.startswith("synth_motion__synth_vit__st_adapter__s0__")
 
 
 def test_method_rules_come_from_the_method_files():
-    from methods import get_method, list_methods
     from bench.config import RECIPE_FAMILIES, SYNTH_MOTION
+    from methods import get_method, list_methods
     for method in list_methods():  # a rule for a family no recipe has would never apply
         spec = get_method(method)
         assert set(spec.base_lr) | set(spec.recipe_options) <= RECIPE_FAMILIES, method

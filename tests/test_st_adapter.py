@@ -8,8 +8,7 @@ from torch import nn
 
 from methods import MethodConfigError, build_model, make_method_config
 from methods.temporal_conv import TemporalDepthwiseConv, temporal_depthwise_conv
-from tests.method_helpers import (HEAD, TINY, clip_b16_trainable, randomise_trainable, tiny_model,
-                                  video)
+from tests.method_helpers import HEAD, TINY, clip_b16_trainable, randomise_trainable, tiny_model, video
 
 
 @pytest.mark.parametrize("num_classes", [400, 174])

@@ -10,7 +10,7 @@ import av  # noqa: F401  isort: skip
 
 from .dataset import DATASETS, VideoDataset, build_dataset, build_loader, read_index, worker_init_fn
 from .decode import VideoDecodeError
-from .listfile import DatasetIndex, ListFileError, VideoEntry
+from .listfile import AnnotationError, DatasetIndex, ListFileError, VideoEntry
 from .robust import AllVideosBrokenError
 from .roots import DatasetRootError
 from .spec import CLIP_MEAN, CLIP_STD, ClipSpec, ClipSpecError
@@ -18,7 +18,7 @@ from .synthetic import Stills, SynthConfig, SynthConfigError, ensure_synthetic, 
 
 __all__ = [
     "AllVideosBrokenError", "CLIP_MEAN", "CLIP_STD", "ClipSpec", "ClipSpecError", "DATASETS", "DatasetIndex",
-    "DatasetRootError", "ListFileError", "Stills", "SynthConfig", "SynthConfigError", "VideoDataset",
+    "AnnotationError", "DatasetRootError", "ListFileError", "Stills", "SynthConfig", "SynthConfigError", "VideoDataset",
     "VideoDecodeError", "VideoEntry", "build_dataset", "build_loader", "ensure_synthetic", "make_stills",
     "read_index", "worker_init_fn",
 ]

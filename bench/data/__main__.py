@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .dataset import DATASETS
-from .listfile import ListFileError
+from .listfile import AnnotationError
 from .prepare import EncodeSettings
 from .roots import DatasetRootError
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             record = run_benchmark(args.workers, args.videos, args.clips, args.batch_size, args.tag, args.out,
                                    rounds=args.rounds)
             print(json.dumps(record, indent=2))
-    except (DatasetRootError, ListFileError) as err:
+    except (DatasetRootError, AnnotationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .listfile import DatasetIndex, VideoEntry
+from .listfile import AnnotationError, DatasetIndex, VideoEntry
 from .roots import DatasetRootError, index_videos_by_stem, resolve_root
 
 K400_LAYOUT = """\
@@ -68,10 +68,27 @@ def _find_first(base: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+ROW_FIX = "each row needs label,youtube_id,time_start,time_end (times in seconds); fix or delete the row"
+
+
 def _read_rows(path: Path, fail) -> list[dict[str, str]]:
+    """The rows, each checked: a short row, an empty field or a time that is not a number names its
+    line (real copies carry hand-edited CSVs)."""
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         absent = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if absent:
             raise fail(f"{path} lacks column(s) {absent}; header is {reader.fieldnames}")
-        return list(reader)
+        rows = []
+        for row in reader:
+            empty = [c for c in REQUIRED_COLUMNS if not (row.get(c) or "").strip()]
+            if empty:
+                raise AnnotationError(path, reader.line_num, f"field(s) {empty} missing or empty", ROW_FIX)
+            for column in ("time_start", "time_end"):
+                try:
+                    float(row[column])
+                except ValueError:
+                    raise AnnotationError(path, reader.line_num, f"{column} {row[column]!r} is not a number",
+                                          ROW_FIX) from None
+            rows.append(row)
+        return rows

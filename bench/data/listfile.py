@@ -16,11 +16,19 @@ LIST_LAYOUT = """\
 SPLIT_FILES = {"train": ("train.txt",), "val": ("val.txt", "validation.txt")}
 
 
-class ListFileError(ValueError):
+class AnnotationError(ValueError):
+    """A malformed line of an annotation file; the message names the file, the line and the fix."""
+
+    def __init__(self, path: Path, line_number: int, problem: str, fix: str):
+        self.path, self.line_number = Path(path), line_number
+        super().__init__(f"{path}:{line_number}: {problem}; {fix}")
+
+
+class ListFileError(AnnotationError):
     """A malformed line in a list file."""
 
     def __init__(self, path: Path, line_number: int, problem: str):
-        super().__init__(f"{path}:{line_number}: {problem} (expected 'relative/path label', label an integer)")
+        super().__init__(path, line_number, problem, "expected 'relative/path label', label an integer")
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     seed_everything(cfg.seed)
     train_set = build_run_dataset(cfg, "train", train=True)
     val_set = build_run_dataset(cfg, "val", train=False)
-    amp_dtype = autocast_dtype(recipe.precision, device)
+    amp_dtype = autocast_dtype(cfg.precision, device)
     model, counts = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
     steps_per_epoch = len(train_set) // recipe.batch_size

@@ -39,9 +39,16 @@ def make_optimizer(named: list[tuple[str, nn.Parameter]], lr: float, weight_deca
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None means fp32 (no autocast). CPU runs always use fp32."""
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype of a run's (effective) precision; None means fp32, no autocast.
+
+    The precision was fixed when the run was planned (it is part of the run's identity), so a run
+    planned for a GPU refuses to run on a CPU instead of computing something else under its name.
+    """
+    if precision == "fp32":
         return None
+    if device.type != "cuda":
+        raise RuntimeError(f"this run was planned for a GPU (precision {precision}) but runs on {device}; "
+                           "plan it for the CPU (a profile with device: cpu) or run it where CUDA is")
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 

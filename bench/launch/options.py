@@ -13,7 +13,8 @@ from bench.launch.submit import LaunchOptions
 
 def launch_options(args: argparse.Namespace) -> tuple[LaunchOptions, Execution]:
     """Where and how the jobs run: SLURM from the profile; locally one job per core on CPU (one
-    torch thread each) or one job at a time over all GPUs (DDP)."""
+    torch thread each) or one job at a time over all GPUs (DDP). The device is decided here, at
+    planning time, because a run's precision (part of its identity) follows from it."""
     import torch
     cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count()
@@ -25,16 +26,18 @@ def launch_options(args: argparse.Namespace) -> tuple[LaunchOptions, Execution]:
         profile = load_profile(args.slurm_profile)
         slurm_params = profile.to_submitit_params()
         tasks, threads, workers = profile.tasks * profile.nodes, None, max(0, profile.cpus_per_task - 1)
+        device = profile.device_type
     elif args.slurm_profile:
         raise BenchInputError("--slurm-profile only applies to --executor slurm")
     elif gpus:
         if args.gpus is not None and not 1 <= args.gpus <= gpus:
             raise BenchInputError(f"--gpus {args.gpus}: this machine has {gpus} GPU(s)")
         tasks, threads, workers = args.gpus or gpus, None, max(0, cores // (args.gpus or gpus) - 1)
+        device = "cuda"
     else:
         if args.gpus:
             raise BenchInputError(f"--gpus {args.gpus}: this machine has no GPU")
-        tasks, threads, workers = 1, None, 0
+        tasks, threads, workers, device = 1, None, 0, "cpu"
     parallel = args.parallel or (1 if gpus else cores)
     if parallel < 1 or (args.runs_per_job is not None and args.runs_per_job < 1):
         raise BenchInputError("--parallel and --runs-per-job must be >= 1")
@@ -43,7 +46,7 @@ def launch_options(args: argparse.Namespace) -> tuple[LaunchOptions, Execution]:
     options = LaunchOptions(executor=args.executor, parallel=parallel, runs_per_job=args.runs_per_job,
                             tasks_per_job=tasks, gpus_per_job=tasks if gpus and args.executor == "local" else 0,
                             slurm_params=slurm_params, force=args.force)
-    execution = Execution(batch_per_device=args.batch_per_device, threads=threads,
+    execution = Execution(device=device, batch_per_device=args.batch_per_device, threads=threads,
                           num_workers=args.workers if args.workers is not None else workers,
                           progress=args.executor == "debug" or (args.executor == "local" and parallel == 1),
                           **curve_options(args))

@@ -64,6 +64,12 @@ class SlurmProfile:
     constraint: str | None = None        # node features, e.g. "a100|h100"
     setup: tuple[str, ...] = ()          # shell lines run before the job, e.g. "module load cuda"
     extra_sbatch: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    device: str | None = None            # "cuda" or "cpu"; default: cuda when the job has GPUs
+
+    @property
+    def device_type(self) -> str:
+        """Where the runs compute, known at planning time (a run's precision depends on it)."""
+        return self.device or ("cuda" if self.gpus_per_node else "cpu")
 
     @property
     def tasks(self) -> int:
@@ -109,6 +115,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "constraint": ((str,), "a string"),
     "setup": ((list,), "a list of shell lines"),
     "extra_sbatch": ((dict,), "a mapping of sbatch option names to values"),
+    "device": ((str,), 'a string, "cuda" or "cpu"'),
 }
 _COUNTS = {"time_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_gpu"}  # all >= 1
 
@@ -170,6 +177,8 @@ def _profile_from_mapping(path: Path, data: dict, lines: dict[str, int]) -> Slur
             raise fail(key, f"must be at least 1, got {value}")
         if key == "mem_gb" and value <= 0:
             raise fail(key, f"must be positive, got {value}")
+        if key == "device" and value not in ("cuda", "cpu"):
+            raise fail(key, f'must be "cuda" or "cpu", got {value!r}')
         values[key] = value
 
     if "setup" in values:
