@@ -117,3 +117,15 @@ def test_malformed_outputs_fields_name_the_field(tmp_path: Path, field, value, p
     with pytest.raises(RecordError, match=problem) as excinfo:
         write_record(tmp_path, record)
     assert excinfo.value.field.startswith(field)
+
+
+def test_records_of_an_older_run_identity_load_and_are_named(tmp_path, caplog):
+    from record_factory import make_record
+
+    from bench.store.records import load_records, predates_identity, write_record
+    old = make_record("linear_probe", "synth_motion", 0, 30.0)  # its config carries no engine version
+    write_record(tmp_path, old)
+    with caplog.at_level("WARNING"):
+        [loaded] = load_records(tmp_path)
+    assert predates_identity(loaded) and loaded.top1 == 30.0
+    assert "1 record(s)" in caplog.text and "predate the current run identity" in caplog.text

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from bench.atomic import atomic_write
+from bench.config import ENGINE_VERSION
 from bench.store.curves import curves_problem
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -165,8 +169,22 @@ def iter_record_paths(results_dir: Path | str) -> Iterator[Path]:
 
 
 def load_records(results_dir: Path | str) -> list[RunRecord]:
-    """All records under ``results_dir/runs``, sorted by file name (stable order for byte-stable tables)."""
-    return [load_record(p) for p in iter_record_paths(results_dir)]
+    """All records under ``results_dir/runs``, sorted by file name (stable order for byte-stable tables).
+
+    Records of an older engine still load; they are named once, because their config hash follows an
+    older run identity, so no new run will ever match (and skip) them.
+    """
+    records = [load_record(p) for p in iter_record_paths(results_dir)]
+    old = [r.file_name for r in records if predates_identity(r)]
+    if old:
+        log.warning("%d record(s) in %s predate the current run identity (engine version %d: weights by "
+                    "content, effective precision, method versions, data identity), e.g. %s; they are "
+                    "reported but no new run matches them", len(old), runs_dir(results_dir), ENGINE_VERSION, old[0])
+    return records
+
+
+def predates_identity(record: RunRecord) -> bool:
+    return record.config.get("engine_version", 0) < ENGINE_VERSION
 
 
 def find_record(results_dir: Path | str, config_hash: str) -> Path | None:
