@@ -113,6 +113,7 @@ class WeightSource:
     extras: dict[str, torch.Tensor]               # VideoClassifier keys (full-model checkpoints)
     file_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # where they differ
     unknown: list[str] = field(default_factory=list)         # file keys with no place in the model
+    activation: str | None = None  # the MLP activation the weights were trained with, where the file tells
 
     def named(self, key: str) -> str:
         """A key as the file spells it (and as this package does, when they differ)."""
@@ -252,6 +253,20 @@ def _from_openai(path: Path, state: dict[str, torch.Tensor]) -> WeightSource:
 def read_weights(spec: str | Path, backbone: BackboneConfig | None = None) -> WeightSource:
     """Locate, read and rename a weights source (see the module docstring for the formats)."""
     path = resolve_weights_path(spec, backbone)
+    source = _read_source(path)
+    source.activation = _activation_of(spec, path, source)
+    return source
+
+
+def _activation_of(spec: str | Path, path: Path, source: WeightSource) -> str | None:
+    """Where the file tells: OpenAI's TorchScript files and open_clip's ``openai`` tags were trained
+    with QuickGELU, timm ViTs with GELU; open_clip state dicts do not say (LAION weights use GELU)."""
+    if _is_torchscript(path) or str(spec).startswith("open_clip:") and str(spec).endswith("/openai"):
+        return "quick_gelu"
+    return "gelu" if source.layout == "timm" else None
+
+
+def _read_source(path: Path) -> WeightSource:
     state = read_state_dict(path)
     if any(k.startswith("visual.") for k in state):  # a whole CLIP: keep the image tower
         return _from_openai(path, {k[len("visual."):]: v for k, v in state.items()
@@ -300,6 +315,10 @@ def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
     """Load the image weights; every backbone key must come from the file, and nothing else may."""
     expected = {k: v for k, v in encoder.state_dict().items() if k in encoder.backbone_state_keys()}
     what = f"backbone {encoder.config.name!r}"
+    if source.activation is not None and source.activation != encoder.config.act:
+        raise WeightsError(f"weights file {str(source.path)!r} was trained with {source.activation} but {what} "
+                           f"uses {encoder.config.act}: the features would be wrong; use a backbone with "
+                           f"act={source.activation!r} (OpenAI CLIP files: clip_vit_b16 / clip_vit_l14)")
     unexpected = [*map(repr, source.unknown),
                   *(source.named(k) for k in source.backbone if k not in expected)]
     missing = [source.named(k) for k in expected if k not in source.backbone]
@@ -346,3 +365,62 @@ def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tens
     model_state = model.state_dict()
     state.update({model_to_released_key(k): model_state[k] for k in added})
     return state
+
+
+# ------------------------------------------------------------------------- trainable-only checkpoints
+
+def read_trainable_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], str]:
+    """The trainable weights of a checkpoint in VideoClassifier keys, and which format it was.
+
+    Accepted: this suite's run checkpoint (``{"trainable": {key: tensor}, ...}``); the reference
+    ST-Adapter code's ``save_model`` file (``{"model": <state dict without the frozen parameters>,
+    "optimizer", "lr_sched", "loss_scaler", "next_epoch"}``, released key names); and a bare state
+    dict in either naming. These are training outputs, pickled with optimizer state, so they are
+    read as full pickles: load only checkpoints you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"--init {str(path)!r}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise WeightsError(f"--init {str(path)!r} could not be read ({type(err).__name__}: {err})") from err
+    if isinstance(obj, dict) and isinstance(obj.get("trainable"), dict):
+        return dict(obj["trainable"]), "suite checkpoint"
+    kind = "reference save_model checkpoint" if isinstance(obj, dict) and "model" in obj else "state dict"
+    state = _unwrap(path, obj)
+    renamed = {}
+    for key, value in state.items():
+        ours = released_to_model_key(key)
+        renamed[ours if ours is not None else key] = value
+    return renamed, kind
+
+
+def load_init(model: VideoClassifier, path: Path | str) -> str:
+    """Load a trainable-weights checkpoint on top of the pre-trained backbone (``--init``).
+
+    It must cover the method's trainable set exactly: a key for a frozen parameter (the checkpoint
+    is of another method or a full model), a key the model lacks, or a trainable key the file lacks
+    is an error naming the keys. Returns the checkpoint's format.
+    """
+    state, kind = read_trainable_checkpoint(path)
+    trainable = dict(model.trainable_named_parameters())
+    params = dict(model.named_parameters())
+    frozen = sorted(k for k in state if k in params and k not in trainable)
+    unknown = sorted(k for k in state if k not in params)
+    missing = sorted(k for k in trainable if k not in state)
+    if frozen or unknown or missing:
+        raise WeightsError(
+            f"--init {str(path)!r} ({kind}) does not cover the trainable set of {model.method!r} "
+            f"({model.method_config}) exactly. Frozen parameters in the file: {_listing(frozen)}. Keys the "
+            f"model lacks: {_listing(unknown)}. Trainable parameters the file lacks: {_listing(missing)}. "
+            "Build the method with the options it was trained with (preset, width, positions, classes)")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(trainable[k].shape)} here" for k in sorted(state)
+             if state[k].shape != trainable[k].shape]
+    if wrong:
+        raise WeightsError(f"--init {str(path)!r}: {_listing(wrong, shown=4)}; the checkpoint is for other "
+                           "method options or another number of classes")
+    with torch.no_grad():
+        for key, value in state.items():
+            trainable[key].copy_(value)
+    return kind

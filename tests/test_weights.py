@@ -16,7 +16,14 @@ import torch
 from open_clip.model import CLIP
 from safetensors.torch import save_file
 
-from methods import BackboneConfig, WeightsError, build_model, export_st_adapter_checkpoint, register_backbone
+from methods import (
+    BackboneConfig,
+    WeightsError,
+    build_model,
+    export_st_adapter_checkpoint,
+    load_init,
+    register_backbone,
+)
 from methods.weights import openai_to_timm_key, to_openai_visual_state_dict
 
 TINY = "vit_tiny_test"  # CLIP-style: 32 px, patch 8, width 64, 4 blocks, 4 heads
@@ -292,3 +299,66 @@ def test_unreadable_files(tmp_path, content, message):
     path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
     with pytest.raises(WeightsError, match=message):
         build(path)
+
+
+def test_openai_torchscript_file_refuses_a_gelu_backbone(clip, tmp_path):
+    register_backbone(BackboneConfig("vit_tiny_test_gelu_clip", 32, 8, 64, 4, 4, act="gelu"))
+
+    class Visual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.visual = copy.deepcopy(clip).visual
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.visual(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = tmp_path / "ViT-B-16.pt"
+        torch.jit.save(torch.jit.trace(Visual().eval(), images(1), check_trace=False), str(path))
+    with pytest.raises(WeightsError, match="trained with quick_gelu but backbone 'vit_tiny_test_gelu_clip' "
+                                           "uses gelu"):
+        build(path, backbone="vit_tiny_test_gelu_clip")
+    assert build(path).encoder.config.act == "quick_gelu"  # the matching backbone loads it
+
+
+def _reference_save_model(model, path: Path) -> None:
+    """What the reference training code's save_model writes: the state dict without the frozen
+    parameters (released key names), with optimizer and schedule state beside it."""
+    released = export_st_adapter_checkpoint(model)
+    frozen = set(to_openai_visual_state_dict(model.encoder))
+    torch.save({"model": {k: v for k, v in released.items() if k not in frozen},
+                "optimizer": {"state": {}, "param_groups": []}, "lr_sched": {"last_epoch": 11},
+                "loss_scaler": {"scale": 65536.0}, "next_epoch": 12}, path)
+
+
+def test_init_loads_a_reference_save_model_checkpoint_on_the_backbone(tmp_path):
+    options = {"width": 16, "positions": ("pre_attn", "pre_mlp")}
+    trained = random_st_adapter(options)
+    backbone = tmp_path / "backbone.pt"
+    torch.save(to_openai_visual_state_dict(trained.encoder), backbone)
+    checkpoint = tmp_path / "checkpoint-11.pth"
+    _reference_save_model(trained, checkpoint)
+    fresh = build(backbone, method="st_adapter", **options).eval()
+    assert load_init(fresh, checkpoint) == "reference save_model checkpoint"
+    video = torch.randn(2, 3, 2, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert torch.equal(fresh(video), trained(video))
+
+
+def test_init_must_cover_the_trainable_set_exactly(tmp_path):
+    options = {"width": 16, "positions": "pre_mlp"}
+    trained = random_st_adapter(options)
+    state = {name: p.detach().clone() for name, p in trained.trainable_named_parameters()}
+    cases = {"frozen": {**state, "encoder.blocks.0.attn.qkv.weight": torch.zeros(192, 64)},
+             "missing": {k: v for k, v in state.items() if not k.startswith("encoder.pre_mlp.3.")}}
+    for case, content in cases.items():
+        path = tmp_path / f"{case}.pt"
+        torch.save({"trainable": content, "optimizer": {}}, path)
+        with pytest.raises(WeightsError) as err:
+            load_init(build_model("st_adapter", TINY, 5, 2, random_init=True, method_options=options), path)
+        message = str(err.value)
+        if case == "frozen":
+            assert "Frozen parameters in the file: encoder.blocks.0.attn.qkv.weight" in message
+        else:
+            assert "Trainable parameters the file lacks: encoder.pre_mlp.3.conv.bias" in message
