@@ -158,7 +158,6 @@ def default_weights(backbone: str, weights: str | None) -> str | None:
 def plan(args: argparse.Namespace, device_type: str) -> list[RunConfig]:
     """Every run of the grid, validated: names, options, recipes, weights, the precision that runs on
     ``device_type`` (not the data: see check_data)."""
-    import bench.pretrain  # noqa: F401  (registers the synth_vit backbone)
     from methods import get_backbone_config, make_method_config
     load_method_files(args.method_file)
     methods, datasets, seeds = parse_methods(args.methods), parse_datasets(args.datasets), parse_seeds(args.seeds)

@@ -18,6 +18,10 @@ from torch import nn
 from torch.nn import functional as F
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+# The pixel statistics the weights were trained with: frames are normalised by the backbone's own.
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)  # timm's augreg ViTs
+INTERPOLATIONS = ("bicubic", "bilinear")
 
 
 class BackboneError(ValueError):
@@ -39,6 +43,9 @@ class BackboneConfig:
     pre_norm: bool = True
     norm_eps: float = 1e-5
     patch_bias: bool = False
+    mean: tuple[float, float, float] = CLIP_MEAN  # the weights' input normalisation and resize filter
+    std: tuple[float, float, float] = CLIP_STD
+    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         for field in ("img_size", "patch_size", "width", "depth", "heads"):
@@ -54,6 +61,11 @@ class BackboneConfig:
         if self.act not in ACTIVATIONS:
             raise BackboneError(f"backbone {self.name!r}: act={self.act!r}; choose one of "
                                 f"{sorted(ACTIVATIONS)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise BackboneError(f"backbone {self.name!r}: mean and std need 3 channels, std > 0")
+        if self.interpolation not in INTERPOLATIONS:
+            raise BackboneError(f"backbone {self.name!r}: interpolation={self.interpolation!r}; choose one "
+                                f"of {INTERPOLATIONS}")
 
     @property
     def num_patches(self) -> int:
@@ -75,7 +87,10 @@ _BACKBONES: dict[str, BackboneConfig] = {
         _clip("clip_vit_l14_gelu", 224, 14, 1024, 24, 16, act="gelu"),
         # timm's ImageNet-21k ViT-B/16 (augreg): GELU, eps 1e-6, patch bias, no pre-norm.
         BackboneConfig("vit_b16_in21k", 224, 16, 768, 12, 12, act="gelu", pre_norm=False,
-                       norm_eps=1e-6, patch_bias=True),
+                       norm_eps=1e-6, patch_bias=True, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+        # The embedded default's image model, pre-trained on synthetic stills (bench.engine.pretrain):
+        # 32 px frames in 4x4 patches of 8 px (17 tokens), width 64, 4 blocks, ~3.3 MFLOPs per frame.
+        _clip("synth_vit", 32, 8, 64, 4, 4),
         # Tiny CLIP-style encoder for fast CPU tests: 4x4 patches + CLS, 4 blocks.
         _clip("vit_tiny_test", 32, 8, 64, 4, 4),
     )

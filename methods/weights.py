@@ -254,16 +254,17 @@ def read_weights(spec: str | Path, backbone: BackboneConfig | None = None) -> We
     """Locate, read and rename a weights source (see the module docstring for the formats)."""
     path = resolve_weights_path(spec, backbone)
     source = _read_source(path)
-    source.activation = _activation_of(spec, path, source)
+    source.activation = _activation_of(spec, path)
     return source
 
 
-def _activation_of(spec: str | Path, path: Path, source: WeightSource) -> str | None:
+def _activation_of(spec: str | Path, path: Path) -> str | None:
     """Where the file tells: OpenAI's TorchScript files and open_clip's ``openai`` tags were trained
-    with QuickGELU, timm ViTs with GELU; open_clip state dicts do not say (LAION weights use GELU)."""
+    with QuickGELU. State dicts do not say (open_clip's LAION weights use GELU, this suite's synthetic
+    backbone QuickGELU under timm's key names); their backbone's ``act`` is trusted."""
     if _is_torchscript(path) or str(spec).startswith("open_clip:") and str(spec).endswith("/openai"):
         return "quick_gelu"
-    return "gelu" if source.layout == "timm" else None
+    return None
 
 
 def _read_source(path: Path) -> WeightSource:

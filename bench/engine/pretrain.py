@@ -24,22 +24,20 @@ from torch import nn
 
 from bench.atomic import atomic_directory
 from bench.cache import cache_root
-from bench.data.spec import CLIP_MEAN, CLIP_STD
 from bench.data.synthetic import make_stills
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.seeding import seed_everything
 from bench.progress import progress_bar
-from methods import BackboneConfig, FrameEncoder, register_backbone
+from methods import BackboneConfig, FrameEncoder, get_backbone_config
 
 PRETRAIN_VERSION = 1  # bump when the training code changes what it produces
 SCHEME = "pretrain:"
 WEIGHTS_NAME = "model.safetensors"
 
-# 32 px frames in 4x4 patches of 8 px (17 tokens), width 64, 4 blocks: ~3.3 MFLOPs per frame, cheap
-# enough for the whole default suite on 2 CPU cores. Finer patches (4 px) see motion better but cost
-# about twice as much per clip on a CPU; the synthetic recipe uses 4 frames instead (see bench.config).
-SYNTH_VIT = BackboneConfig("synth_vit", img_size=32, patch_size=8, width=64, depth=4, heads=4)
-register_backbone(SYNTH_VIT)
+# synth_vit (methods.backbone): cheap enough for the whole default suite on 2 CPU cores. Finer patches
+# (4 px) see motion better but cost about twice as much per clip on a CPU; the synthetic recipe uses
+# 4 frames instead (see bench.config).
+SYNTH_VIT = get_backbone_config("synth_vit")
 
 
 @dataclass(frozen=True)
@@ -118,10 +116,11 @@ class StillsClassifier(nn.Module):
         return self.head(self.encoder.norm(self.encoder(images, num_frames=1)))
 
 
-def normalise(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> CLIP-normalised float (N, 3, H, W), as the video pipeline feeds frames."""
+def normalise(images: np.ndarray, backbone: BackboneConfig) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) normalised by the backbone's statistics, as the video
+    pipeline feeds its frames."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(backbone.mean).view(1, 3, 1, 1), torch.tensor(backbone.std).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -139,7 +138,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[StillsClassifier, dict]
     seed_everything(cfg.seed)
     stills = make_stills(cfg.images, size=cfg.backbone.img_size, seed=cfg.seed, position_grid=cfg.position_grid)
     held_out = max(1, min(2000, cfg.images // 10))
-    images, labels = normalise(stills.images), torch.from_numpy(stills.labels)
+    images, labels = normalise(stills.images, cfg.backbone), torch.from_numpy(stills.labels)
     train_x, train_y, test_x, test_y = images[held_out:], labels[held_out:], images[:held_out], labels[:held_out]
     model = StillsClassifier(cfg.backbone, len(stills.class_names))
     steps_per_epoch = len(train_x) // cfg.batch_size
