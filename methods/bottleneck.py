@@ -13,29 +13,7 @@ import torch
 from torch import nn
 
 from .base import MethodConfig, VideoClassifier, last_blocks
-from .kernels import fast_path_enabled
 from .temporal_conv import TemporalDepthwiseConv
-
-
-class AddToPatchRows(torch.autograd.Function):
-    """``x + delta`` on the patch rows, ``x`` on the prefix rows (CLS), in one pass.
-
-    Gives what ``cat((x[:, :p], x[:, p:] + delta[:, p:]), 1)`` gives, without the strided slice,
-    the concatenation and, backward, the zero-filled full-size gradients of both slices.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, delta: torch.Tensor, num_prefix: int) -> torch.Tensor:
-        out = torch.add(x, delta)
-        out[:, :num_prefix] = x[:, :num_prefix]
-        ctx.num_prefix, ctx.delta_dtype = num_prefix, delta.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad_delta = grad.to(ctx.delta_dtype, copy=True)
-        grad_delta[:, :ctx.num_prefix] = 0
-        return grad, grad_delta, None
 
 
 class BottleneckAdapter(nn.Module):
@@ -75,16 +53,7 @@ class BottleneckAdapter(nn.Module):
             raise ValueError(f"zero_init={zero_init!r}; expected 'conv' or 'fc2'")
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        if not fast_path_enabled("adapter"):
-            return self._forward_on_patch_slice(x, num_frames)
-        # Every row goes through fc1/conv/fc2, CLS too (1 row in 197 of extra work, every row is
-        # independent of the others in fc1/fc2 and the conv mixes a row only with the same row of
-        # other frames); AddToPatchRows then drops the prefix rows' results, so they get no gradient.
-        delta = self.fc2(self.act(self._temporal(self.fc1(x), num_frames)))
-        return AddToPatchRows.apply(x, delta, self.num_prefix_tokens)
-
-    def _forward_on_patch_slice(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """The plain formulation, the reference of the fast path: slice, adapt, concatenate."""
+        """The plain formulation (slice, adapt, concatenate); methods.fast has the GPU form."""
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
         delta = self.fc2(self.act(self._temporal(self.fc1(patches), num_frames)))
         return torch.cat((prefix, patches + delta), dim=1)

@@ -1,12 +1,16 @@
 """Model-level speed and memory changes that keep the function a model computes.
 
-Applied after ``build_model`` (and after loading weights). Every method alike:
+Applied after ``build_model`` (after loading weights, and after counting: counts are of the plain
+model), on CUDA, by ``apply_fast_paths``; nothing reads a global switch, so the plain modules are the
+reference forward everywhere else (CPU runs, probes, counting). Every method alike:
 
 * ``fuse_activations``: every QuickGELU becomes ``FusedQuickGELU`` (one kernel per direction, saves
   only its input).
 * ``pack_attention_grads``: attention splits q, k, v so that the backward writes the qkv gradient
   in the layout the qkv linear reads (no concatenate-then-copy per block).
 * ``patch_embed_as_matmul``: the stride-16 patch convolution as one matrix product.
+* ``use_fast_adapters``: bottleneck adapters run fc1/fc2 over every row (no strided copy of the
+  patch rows, no ``torch.cat``) and their temporal conv as one Triton kernel per direction.
 
 Methods with frozen weights:
 
@@ -25,7 +29,57 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .bottleneck import BottleneckAdapter
+from .kernels import triton_usable
 from .kernels.quick_gelu import FusedQuickGELU
+from .kernels.temporal_conv import temporal_conv
+from .temporal_conv import TemporalDepthwiseConv, temporal_depthwise_conv
+
+
+class AddToPatchRows(torch.autograd.Function):
+    """``x + delta`` on the patch rows, ``x`` on the prefix rows (CLS), in one pass.
+
+    Gives what ``cat((x[:, :p], x[:, p:] + delta[:, p:]), 1)`` gives, without the strided slice,
+    the concatenation and, backward, the zero-filled full-size gradients of both slices.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, delta: torch.Tensor, num_prefix: int) -> torch.Tensor:
+        out = torch.add(x, delta)
+        out[:, :num_prefix] = x[:, :num_prefix]
+        ctx.num_prefix, ctx.delta_dtype = num_prefix, delta.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_delta = grad.to(ctx.delta_dtype, copy=True)
+        grad_delta[:, :ctx.num_prefix] = 0
+        return grad, grad_delta, None
+
+
+class FastBottleneckAdapter(BottleneckAdapter):
+    """The adapter over every row: CLS too (1 row in 197 of extra work; fc1/fc2 treat rows
+    independently and the conv mixes a row only with the same row of other frames), then
+    ``AddToPatchRows`` drops the prefix rows' results, so they get no gradient."""
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        delta = self.fc2(self.act(self._temporal(self.fc1(x), num_frames)))
+        return AddToPatchRows.apply(x, delta, self.num_prefix_tokens)
+
+
+class TritonTemporalConv(TemporalDepthwiseConv):
+    """The temporal conv as the Triton kernels of ``methods.kernels.temporal_conv`` where they run."""
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        clips = x.view(-1, num_frames, *x.shape[1:])
+        conv = temporal_conv if triton_usable(clips) else temporal_depthwise_conv
+        return conv(clips, self.weight, self.bias).flatten(0, 1)
+
+
+def use_fast_adapters(model: nn.Module) -> int:
+    """Give every bottleneck adapter and temporal conv its fast forward; returns how many adapters."""
+    _swap_class(model, TemporalDepthwiseConv, TritonTemporalConv)
+    return _swap_class(model, BottleneckAdapter, FastBottleneckAdapter)
 
 
 def fuse_activations(model: nn.Module) -> int:
@@ -147,3 +201,13 @@ def recompute_frozen_mlps(model: nn.Module) -> int:
             module.__class__ = RecomputedMLP
             count += 1
     return count
+
+
+FAST_PATHS = {"fused_quick_gelu": fuse_activations, "packed_attention_grads": pack_attention_grads,
+              "matmul_patch_embed": patch_embed_as_matmul, "fast_adapters": use_fast_adapters}
+
+
+def apply_fast_paths(model: nn.Module) -> list[str]:
+    """Every function-preserving speed-up above, for a model about to train on CUDA; returns the
+    names of those that found something to change (a record lists them)."""
+    return [name for name, apply in FAST_PATHS.items() if apply(model)]

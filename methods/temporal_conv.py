@@ -4,8 +4,8 @@ The parameters keep ``nn.Conv3d``'s layout (weight [C, 1, k, 1, 1], bias [C]) so
 checkpoints load unchanged; the computation is the equivalent sum of time-shifted multiply-adds,
     out[t] = b + sum_j w[j] * x[t + j - k//2]      (zero outside 0..T-1),
 done in place on [B, T, ..., C] without the permutes a Conv3d would need. ``temporal_depthwise_conv``
-is the one function to replace with a faster kernel; tests pin it to ``nn.Conv3d``. On CUDA (with the
-``adapter`` fast path on) it runs the Triton kernels of ``methods.kernels.temporal_conv``.
+is the reference the faster form pins to (tests pin it to ``nn.Conv3d``); ``methods.fast`` swaps in
+the Triton kernels of ``methods.kernels.temporal_conv`` on CUDA.
 """
 from __future__ import annotations
 
@@ -14,17 +14,12 @@ import math
 import torch
 from torch import nn
 
-from .kernels import fast_path_enabled, triton_usable
-from .kernels.temporal_conv import temporal_conv
-
 
 def temporal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Depthwise convolution over dim 1 (time) of channels-last ``x`` [B, T, ..., C].
 
     ``weight`` is [C, 1, k, 1, 1] (Conv3d layout, k odd), ``bias`` is [C]; zero padding in time.
     """
-    if fast_path_enabled("adapter") and triton_usable(x):
-        return temporal_conv(x, weight, bias)
     num_frames = x.shape[1]
     # [k, C], tap j multiplies x[t + j - k//2]; in x's dtype, as Conv3d runs under autocast
     taps = weight.view(weight.shape[0], -1).t().to(x.dtype)

@@ -7,6 +7,7 @@ reference path at bf16 tolerance, relative error ||a - b|| / ||b||.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -20,24 +21,28 @@ from timm.layers import QuickGELU
 from torch import nn
 
 from bench import perf
+from bench.counting import count_model
 from bench.timing.cases import SETTINGS, BenchSpec, Case, cases
 from bench.timing.profiling import kernel_category
 from bench.timing.step import measure, randomise_zero_parameters
 from methods import build_model, list_methods
-from methods.bottleneck import AddToPatchRows
 from methods.fast import (
+    AddToPatchRows,
+    FastBottleneckAdapter,
     MatmulPatchEmbed,
     NativeLayerNorm,
     PackedGradAttention,
     RecomputedMLP,
+    apply_fast_paths,
     fuse_activations,
     hold_frozen_in,
     pack_attention_grads,
     patch_embed_as_matmul,
     recompute_frozen_mlps,
+    use_fast_adapters,
 )
-from methods.kernels import fast_paths, reference_paths
 from methods.kernels.quick_gelu import FusedQuickGELU, QuickGELUFunction
+from methods.kernels.temporal_conv import temporal_conv
 from methods.temporal_conv import temporal_depthwise_conv
 from tests.method_helpers import tiny_options
 
@@ -93,9 +98,7 @@ def test_quick_gelu_function_is_timms_quick_gelu_and_saves_only_its_input():
     assert torch.autograd.gradcheck(QuickGELUFunction.apply, (x,))
     assert saved_bytes(lambda: QuickGELUFunction.apply(x)) == x.numel() * 8
     assert saved_bytes(lambda: QuickGELU()(x)) >= 2 * x.numel() * 8  # eager keeps x and the sigmoid
-    module = FusedQuickGELU()
-    with fast_paths(quick_gelu=False):
-        assert saved_bytes(lambda: module(x)) >= 2 * x.numel() * 8
+    assert saved_bytes(lambda: FusedQuickGELU()(x)) == x.numel() * 8
 
 
 @pytest.mark.parametrize("dtypes", [(torch.float64, torch.float64), (torch.float64, torch.float32)])
@@ -131,10 +134,10 @@ def assert_same_outputs_and_grads(got, expected) -> None:
 def test_adapter_fast_path_equals_reference_path(method, options):
     model = tiny(method, **options).double()
     video = clip()
-    fast = outputs_and_grads(model, video)
-    with reference_paths():
-        reference = outputs_and_grads(model, video)
-    assert_same_outputs_and_grads(fast, reference)
+    reference = outputs_and_grads(model, video)
+    fast = copy.deepcopy(model)
+    assert use_fast_adapters(fast) > 0 and sum(isinstance(m, FastBottleneckAdapter) for m in fast.modules())
+    assert_same_outputs_and_grads(outputs_and_grads(fast, video), reference)
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -230,10 +233,20 @@ def test_native_layer_norm_matches_autocast_layer_norm_rounded_to_bf16():
     assert rel(got, expected) < 1e-2
 
 
-def test_fast_paths_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown fast path"):
-        with fast_paths(conv=False):
-            pass
+def test_the_engine_counts_the_plain_model_and_applies_no_fast_path_on_cpu(tmp_path):
+    """Counts never depend on which paths run: the engine counts before any swap (CPU: none)."""
+    from bench.engine.build import prepare_model
+    from bench.engine.distributed import DistContext
+    from tests.engine_helpers import tiny_run
+    cfg = tiny_run(tmp_path)
+    _, counts, applied = prepare_model(cfg, 10, DistContext(0, 1, 0, torch.device("cpu")), None)
+    assert applied == []
+    torch.manual_seed(0)
+    plain = build_model(cfg.method, cfg.backbone, 10, cfg.recipe.clip.num_frames, random_init=True,
+                        method_options=dict(cfg.method_options))
+    assert counts == count_model(plain, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size)
+    assert apply_fast_paths(plain) == ["fused_quick_gelu", "packed_attention_grads", "matmul_patch_embed",
+                                       "fast_adapters"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
@@ -316,13 +329,12 @@ def test_gpu_temporal_conv_kernel_matches_reference(dtype, frames, kernel):
     bias = torch.randn(384, generator=g, device="cuda", dtype=torch.float64)
     grad = torch.randn(x64.shape, generator=g, device="cuda", dtype=torch.float64)
     truth = [t.requires_grad_(True) for t in (x64.clone(), weight.clone(), bias.clone())]
-    with reference_paths():
-        expected = temporal_depthwise_conv(*truth)
+    expected = temporal_depthwise_conv(*truth)
     expected.backward(grad)
     inputs = [x64.to(dtype).requires_grad_(True), weight.float().requires_grad_(True),
               bias.float().requires_grad_(True)]
     _poison_allocator(x64.numel() * 2)
-    out = temporal_depthwise_conv(*inputs)
+    out = temporal_conv(*inputs)
     out.backward(grad.to(dtype))
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert out.dtype == dtype and torch.isfinite(out).all()
@@ -367,15 +379,13 @@ def test_gpu_fast_st_adapter_model_matches_reference_path(preset):
     results = {}
     for name in ("fp64", "reference", "fast"):
         if name == "fast":
-            fuse_activations(model), pack_attention_grads(model), patch_embed_as_matmul(model)
-        context = reference_paths() if name != "fast" else fast_paths()
-        with context:
-            if name == "fp64":
-                results[name] = outputs_and_grads(model.double(), video64)
-                model.float()
-            else:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    results[name] = outputs_and_grads(model, video)
+            apply_fast_paths(model)
+        if name == "fp64":
+            results[name] = outputs_and_grads(model.double(), video64)
+            model.float()
+        else:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                results[name] = outputs_and_grads(model, video)
     truth = results["fp64"]
     for name in ("reference", "fast"):
         logits, grads = results[name]

@@ -102,7 +102,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     train_set = build_run_dataset(cfg, "train", train=True)
     val_set = build_run_dataset(cfg, "val", train=False)
     amp_dtype = autocast_dtype(cfg.precision, device)
-    model, counts = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
+    model, counts, fast_paths = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
     steps_per_epoch = len(train_set) // recipe.batch_size
     if steps_per_epoch == 0:
@@ -187,7 +187,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     record = make_record(cfg, metrics, counts, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
-                          predictions=predictions)
+                          predictions=predictions, fast_paths=fast_paths)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:

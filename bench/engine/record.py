@@ -16,8 +16,10 @@ from bench.store.records import RunRecord
 
 def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
-                 memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict) -> RunRecord:
-    """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run."""
+                 memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict,
+                 fast_paths: list[str]) -> RunRecord:
+    """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run;
+    ``fast_paths`` the function-preserving changes applied to its model (bench.engine.build)."""
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -39,7 +41,7 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
             "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
-            "fvcore_unsupported_ops": counts.unsupported_ops,
+            "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths,
         },
     )
 

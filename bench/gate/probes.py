@@ -8,7 +8,8 @@ shuffled in the loader) fails on any machine, whatever the accuracy did.
 
 * ``function``: logits of the model built by the method's own code, in float64 with every trainable
   tensor perturbed (zero-initialised adapters included, so each inserted module acts), on a fixed
-  random clip, through the reference (non-fast) paths. Float64 sums differ between CPUs by ~1e-15.
+  random clip, through the plain modules (fast paths are only swapped in for CUDA training). Float64
+  sums differ between CPUs by ~1e-15.
 * ``order_aware``: whether those logits change when the clip's frames are reversed.
 * ``trainable``: the count and a digest of the names of the trainable parameters.
 * ``schedule``: the learning rate the engine's optimiser holds at the end of every epoch.
@@ -32,7 +33,6 @@ from bench.engine.batching import StepPlan, train_batches
 from bench.engine.build import build_run_dataset
 from bench.engine.optim import Optimisation
 from methods import build_model
-from methods.kernels import reference_paths
 
 PROBE_VERSION = 1
 FUNCTION_RTOL, FUNCTION_ATOL = 1e-6, 1e-9
@@ -94,7 +94,7 @@ def _function(model, cfg: RunConfig) -> tuple[list[float], list[float]]:
     generator = torch.Generator().manual_seed(2)
     video = torch.randn((2, 3, clip.num_frames, clip.input_size, clip.input_size), generator=generator,
                         dtype=torch.float64)
-    with torch.no_grad(), reference_paths():
+    with torch.no_grad():  # the plain modules are the reference forward
         return model(video).flatten().tolist(), model(video.flip(2)).flatten().tolist()
 
 

@@ -15,7 +15,6 @@ from bench.timing.step import (
     synchronize,
     train_step_fn,
 )
-from methods.kernels import fast_paths
 
 KERNEL_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention (flash/SDPA)", ("flash", "fmha", "attention", "sdpa")),
@@ -49,15 +48,14 @@ def profile(case: Case, setting: Setting, spec: BenchSpec, steps: int = 3) -> di
     runner = compiled(model) if setting.compile else model
     batches = random_batches(spec, device)
     step = train_step_fn(runner, optimizer, spec, device)
-    with fast_paths(adapter=setting.fast_adapter):
-        for i in range(spec.warmup_steps):
+    for i in range(spec.warmup_steps):
+        step(batches[i % 2])
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for i in range(steps):
             step(batches[i % 2])
         synchronize(device)
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with torch_profile(activities=activities) as prof:
-            for i in range(steps):
-                step(batches[i % 2])
-            synchronize(device)
     del model, runner, optimizer, batches
     release_memory(device)
     kernels: dict[str, tuple[float, int]] = {}

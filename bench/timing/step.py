@@ -17,8 +17,8 @@ from methods.fast import (
     pack_attention_grads,
     patch_embed_as_matmul,
     recompute_frozen_mlps,
+    use_fast_adapters,
 )
-from methods.kernels import fast_paths
 
 
 def randomise_zero_parameters(model: nn.Module, generator: torch.Generator, std: float = 0.02) -> int:
@@ -47,6 +47,8 @@ def prepare_model(case: Case, setting: Setting, spec: BenchSpec) -> nn.Module:
         pack_attention_grads(model)
     if setting.matmul_patch_embed:
         patch_embed_as_matmul(model)
+    if setting.fast_adapter:
+        use_fast_adapters(model)
     if setting.frozen_dtype is not None:
         hold_frozen_in(model, DTYPES[setting.frozen_dtype])
     if setting.recompute_frozen_mlps:
@@ -131,17 +133,16 @@ def measure(case: Case, setting: Setting, spec: BenchSpec) -> Measurement:
     batches = random_batches(spec, device)
     step = train_step_fn(runner, optimizer, spec, device)
     timer = StepTimer(device)
-    with fast_paths(adapter=setting.fast_adapter):
-        model.train()
-        first = timer(lambda: step(batches[0])) / 1e3  # compilation / autotuning / allocator growth
-        for i in range(1, spec.warmup_steps):
-            step(batches[i % 2])
-        synchronize(device)
-        static = _allocated(device)
-        _reset_peak(device)
-        times = [timer(lambda i=i: step(batches[i % 2])) for i in range(spec.timed_steps)]
-        peak = _peak(device)
-        eval_ms = _time_eval(runner, batches, spec, device, timer)
+    model.train()
+    first = timer(lambda: step(batches[0])) / 1e3  # compilation / autotuning / allocator growth
+    for i in range(1, spec.warmup_steps):
+        step(batches[i % 2])
+    synchronize(device)
+    static = _allocated(device)
+    _reset_peak(device)
+    times = [timer(lambda i=i: step(batches[i % 2])) for i in range(spec.timed_steps)]
+    peak = _peak(device)
+    eval_ms = _time_eval(runner, batches, spec, device, timer)
     del model, runner, optimizer, batches
     release_memory(device)
     median = statistics.median(times)

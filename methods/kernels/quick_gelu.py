@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import HAS_TRITON, fast_path_enabled, triton_usable
+from . import HAS_TRITON, triton_usable
 
 ALPHA = 1.702
 
@@ -81,10 +81,10 @@ class QuickGELUFunction(torch.autograd.Function):
 
 
 class FusedQuickGELU(nn.Module):
-    """Drop-in for timm's ``QuickGELU``; the plain formula when the ``quick_gelu`` fast path is off
-    or under ``torch.compile`` (whose generated kernel fuses it with its neighbours)."""
+    """Drop-in for timm's ``QuickGELU`` (swapped in by ``methods.fast``); the plain formula under
+    ``torch.compile``, whose generated kernel fuses it with its neighbours."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_path_enabled("quick_gelu") and not torch.compiler.is_compiling():
-            return QuickGELUFunction.apply(x)
-        return quick_gelu_reference(x)
+        if torch.compiler.is_compiling():
+            return quick_gelu_reference(x)
+        return QuickGELUFunction.apply(x)
