@@ -12,9 +12,12 @@ torch.set_num_threads(1)
 
 def pytest_collection_modifyitems(config, items):
     no_cuda = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
+    one_gpu = pytest.mark.skip(reason=f"needs 2 GPUs; this machine has {torch.cuda.device_count()}")
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_cuda)
+        if "multigpu" in item.keywords and torch.cuda.device_count() < 2:
+            item.add_marker(one_gpu)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,9 @@ class DistContext:
 
 def init_distributed(execution: Execution) -> DistContext:
     """Join the process group described by the environment (torchrun or submitit exports
-    RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT); a single process needs none of it."""
+    RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT). A process launched into a group of one
+    (WORLD_SIZE=1) joins it too, so one GPU runs the very NCCL/DDP path many do; a plain process
+    needs none of it."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -36,7 +38,7 @@ def init_distributed(execution: Execution) -> DistContext:
     device = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size,
                                 timeout=_dt.timedelta(minutes=30))

@@ -110,7 +110,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                          f"({recipe.batch_size}); lower --batch-size")
     opt = Optimisation.make(model, cfg, steps_per_epoch, amp_dtype, device)
     ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-           if ctx.world_size > 1 else model)
+           if dist.is_initialized() else model)
 
     checkpoint_path = folder / CHECKPOINT_NAME
     progress = Progress()
