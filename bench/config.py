@@ -216,6 +216,8 @@ class RunConfig:
     data_root: str | None = None  # where the data is, not what it is: outside the identity
     precision: str = "fp32"  # what runs: the recipe's "auto" resolved for the planned device
     data: Mapping[str, Any] | None = None  # bench.data.identity of the validation set, from planning
+    init: str | None = None  # a trainable-weights checkpoint loaded on top of the weights (--init)
+    eval_only: bool = False  # evaluate the (initialised) model without training (bench.eval)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipe", self.recipe.for_method(self.method))  # this method's lr
@@ -230,7 +232,8 @@ class RunConfig:
             "method_options": self.method_options, "dataset": self.dataset, "backbone": self.backbone,
             "weights": weights_identity(self.weights), "recipe": recipe, "precision": self.precision,
             "seed": self.seed, "synth": None if self.synth is None else dataclasses.asdict(self.synth),
-            "data": self.data,
+            "data": self.data, "init": None if self.init is None else content_digest(self.init),
+            "eval_only": self.eval_only,
         })
 
     def hash(self) -> str:
@@ -252,6 +255,7 @@ class RunConfig:
             "backbone": self.backbone, "weights": self.weights, "recipe": self.recipe.to_dict(),
             "seed": self.seed, "data_root": self.data_root, "engine_version": ENGINE_VERSION,
             "method_version": method_version(self.method), "precision": self.precision, "data": self.data,
+            "init": self.init, "eval_only": self.eval_only,
             "synth": None if self.synth is None else dataclasses.asdict(self.synth),
         })
 

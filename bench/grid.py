@@ -171,6 +171,10 @@ def plan(args: argparse.Namespace, device_type: str) -> list[RunConfig]:
     if (weights is not None and weights != RANDOM_WEIGHTS and not weights.startswith(WEIGHT_SCHEMES)
             and not Path(weights).is_file()):
         raise BenchInputError(f"--weights {weights}: no such file")
+    init = getattr(args, "init", None)
+    if init is not None and not Path(init).is_file():
+        raise BenchInputError(f"--init {init}: no such file")
+    eval_only = getattr(args, "eval_only", False)
     user_options = parse_method_options(args.method_option, methods)
     roots = parse_roots(args.root, datasets)
     runs = []
@@ -187,7 +191,8 @@ def plan(args: argparse.Namespace, device_type: str) -> list[RunConfig]:
                                       seed=seed, weights=weights, method_options=options,
                                       synth=SYNTH_WORLD if dataset in SYNTH_DATASETS else None,
                                       data_root=roots.get(dataset),
-                                      precision=effective_precision(recipe.precision, device_type)))
+                                      precision=effective_precision(recipe.precision, device_type),
+                                      init=None if init is None else str(Path(init).resolve()), eval_only=eval_only))
     return runs
 
 

@@ -29,11 +29,11 @@ def _input_errors() -> tuple[type[Exception], ...]:
             MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m bench.run", description: str = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.run",
+        prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__,
+        description=description,
         epilog="""examples:
   python -m bench.run                                   # embedded default (CPU, ~10 min on 2 cores)
   python -m bench.run --methods st_adapter,full_ft --datasets k400,ssv2 \\
@@ -58,6 +58,10 @@ RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started
                       help="pre-trained backbone weights: a file (OpenAI .pt, open_clip, timm) or "
                            "open_clip:MODEL/TAG (synth_vit: pre-trained automatically); 'random' for "
                            "smoke tests without weights")
+    grid.add_argument("--init", default=None, metavar="FILE",
+                      help="a checkpoint of the method's trainable weights loaded on top of --weights: the "
+                           "reference ST-Adapter code's save_model file, or a run's checkpoint.pt; it must "
+                           "cover the trainable set exactly (part of the run's identity)")
     grid.add_argument("--seeds", default="3", help="number of seeds (0..N-1), or a comma-separated list")
     grid.add_argument("--method-option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                       help="method option, e.g. st_adapter.preset=24x384 (repeatable; VALUE is JSON or text)")
@@ -98,7 +102,11 @@ RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Plan, check and launch the grid ``args`` describe (``bench.run`` and ``bench.eval``)."""
     started = time.perf_counter()
     try:
         options, execution = launch_options(args)

@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.engine.batching import StepPlan, train_batches
 from bench.engine.execution import Execution
+from bench.engine.guard import FrozenChanged, NeverTrained
 from bench.engine.loop import execute_run
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.preemption import STOPS
@@ -224,3 +225,47 @@ def test_evaluation_rows_of_uneven_ranks_come_back_in_dataset_order():
     assert evaluation.metrics()["top1"] == pytest.approx(100 * 3 / 7)
     with pytest.raises(RuntimeError, match="exactly once"):
         _assemble([rows([0, 2]), rows([0, 1])], num_classes=3)
+
+
+def test_the_frozen_guard_records_that_nothing_frozen_moved(tmp_path, data_root):
+    record = execute_run(tiny_run(data_root, epochs=1), tmp_path, Execution(progress=False))
+    guard = record.extra["frozen_guard"]
+    assert guard["frozen_tensors"] > 0 and guard["frozen_digest_before"] == guard["frozen_digest_after"]
+
+
+def test_a_frozen_layer_left_trainable_fails_the_run_naming_it(tmp_path, data_root, monkeypatch):
+    """The planted bug of UniFormerV2's issue 34: the backbone's freezing code never ran for a layer,
+    so the optimiser updates it."""
+    import bench.engine.optim as optim
+    original = optim.make_optimizer
+
+    def leaky(named, lr, weight_decay, betas):
+        optimizer = original(named, lr, weight_decay, betas)
+        leaked = built[0].encoder.blocks[1].mlp.fc1.weight
+        leaked.requires_grad_(True)
+        optimizer.add_param_group({"params": [leaked], "weight_decay": weight_decay})
+        return optimizer
+
+    import bench.engine.build as build
+    built = []
+    build_run_model = build.build_run_model
+    monkeypatch.setattr(build, "build_run_model", lambda *a: built.append(build_run_model(*a)) or built[-1])
+    monkeypatch.setattr(optim, "make_optimizer", leaky)
+    with pytest.raises(FrozenChanged, match=r"1 frozen tensor\(s\) changed during training: encoder\.blocks\.1\.mlp\.fc1\.weight"):
+        execute_run(tiny_run(data_root, epochs=1), tmp_path, Execution(progress=False))
+
+
+def test_a_trainable_module_outside_the_forward_fails_the_run(tmp_path, data_root, monkeypatch):
+    import dataclasses
+
+    import methods
+    spec = methods.get_method("linear_probe")
+
+    def attach_with_an_unused_module(model, cfg):
+        model.encoder.unused = nn.Linear(4, 4)  # declared trainable, never called
+        return [*spec.attach(model, cfg), model.encoder.unused]
+
+    monkeypatch.setitem(methods.registry._METHODS, "linear_probe",
+                        dataclasses.replace(spec, attach=attach_with_an_unused_module))
+    with pytest.raises(NeverTrained, match=r"never received a gradient: encoder\.unused\.bias, encoder\.unused\.weight"):
+        execute_run(tiny_run(data_root, method="linear_probe", epochs=1), tmp_path, Execution(progress=False))

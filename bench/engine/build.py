@@ -19,13 +19,15 @@ def resolve_weights(weights: str | None) -> str | None:
 
 
 def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    from methods import build_model
+    from methods import build_model, load_init
     random_init = cfg.weights == RANDOM_WEIGHTS
     model = build_model(cfg.method, cfg.backbone, num_classes=num_classes,
                         num_frames=cfg.recipe.clip.num_frames,
                         weights=None if random_init else resolve_weights(cfg.weights),
                         random_init=random_init, method_options=dict(cfg.method_options))
     model.head.dropout.p = cfg.recipe.head_dropout
+    if cfg.init is not None:
+        load_init(model, cfg.init)
     return model
 
 

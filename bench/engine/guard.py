@@ -47,19 +47,24 @@ class FrozenGuard:
         if self.without_gradient:
             self.without_gradient = {n for n in self.without_gradient if self.trainable[n].grad is None}
 
-    def restore_gradient_record(self, without_gradient: list[str]) -> None:
-        """A resumed run continues the record of the attempts before it."""
-        self.without_gradient &= set(without_gradient)
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps, so a resumed run is judged against the run's very start."""
+        return {"before": dict(self.before), "without_gradient": sorted(self.without_gradient)}
 
-    def check(self) -> dict[str, object]:
-        """Raise if a rule is broken; else the digests for the record."""
+    def resume(self, state: dict[str, object]) -> None:
+        self.before = dict(state["before"])
+        self.without_gradient &= set(state["without_gradient"])
+
+    def check(self, trained: bool = True) -> dict[str, object]:
+        """Raise if a rule is broken; else the digests for the record. ``trained`` False (an
+        evaluation-only run) checks only that nothing moved."""
         after = {name: tensor_digest(p) for name, p in self.frozen.items()}
         changed = sorted(name for name in self.before if after[name] != self.before[name])
         if changed:
             raise FrozenChanged(f"{len(changed)} frozen tensor(s) changed during training: {_shown(changed)}; "
                                 "the method's trainable set is not what trained (check its attach() and the "
                                 "optimizer's parameter groups)")
-        if self.without_gradient:
+        if trained and self.without_gradient:
             missing = sorted(self.without_gradient)
             raise NeverTrained(f"{len(missing)} trainable tensor(s) never received a gradient: {_shown(missing)}; "
                                "they are declared trainable but take no part in the forward")

@@ -29,6 +29,7 @@ from bench.engine.curves import CurveLogger, evaluation_epochs, log_interval, te
 from bench.engine.distributed import DistContext, all_reduce, all_union, init_distributed
 from bench.engine.evaluate import evaluate
 from bench.engine.execution import Execution
+from bench.engine.guard import FrozenGuard
 from bench.engine.optim import Optimisation, autocast_dtype
 from bench.engine.preemption import STOPS
 from bench.engine.record import make_record
@@ -105,10 +106,11 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     model, counts, fast_paths = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
     steps_per_epoch = len(train_set) // recipe.batch_size
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0 and not cfg.eval_only:
         raise ValueError(f"{cfg.dataset}: {len(train_set)} training clips is fewer than one global batch "
                          f"({recipe.batch_size}); lower --batch-size")
     opt = Optimisation.make(model, cfg, steps_per_epoch, amp_dtype, device)
+    guard = FrozenGuard(model, opt.trainable)
     ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
            if dist.is_initialized() else model)
 
@@ -117,6 +119,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     state = load_checkpoint(checkpoint_path, cfg.hash())
     if state is not None:
         opt.load_state_dict(state)
+        if "guard" in state:  # checkpoints from before the guard start its record afresh
+            guard.resume(state["guard"])
         progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"])})
         progress.attempts += 1
         logger.info("resumed from %s at step %d (epoch %d, step %d of it; attempt %d)", checkpoint_path,
@@ -134,12 +138,13 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         elapsed = progress.earlier_wall_time_s + time.perf_counter() - started  # earlier, for a resumed attempt
         step = progress.epoch * steps_per_epoch + progress.step_in_epoch
         save_checkpoint(checkpoint_path, {"config_hash": cfg.hash(), "step": step, **opt.state_dict(),
+                                          "guard": guard.state_dict(),
                                           "progress": {**dataclasses.asdict(progress), "earlier_wall_time_s": elapsed}})
         logger.info("checkpoint at step %d (epoch %d, step %d of %d): %s", step, progress.epoch + 1,
                     progress.step_in_epoch, steps_per_epoch, reason)
 
     if not progress.curves:
-        progress.curves = empty_curves(log_interval(steps_per_epoch, recipe.epochs, execution.log_every),
+        progress.curves = empty_curves(log_interval(max(1, steps_per_epoch), recipe.epochs, execution.log_every),
                                        steps_per_epoch)
     resumed_at = progress.epoch * steps_per_epoch + progress.step_in_epoch
     writer = (tensorboard_writer(Path(execution.tensorboard_dir) / cfg.name, resumed_at)
@@ -152,10 +157,10 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         curves.evaluation(progress.epoch * steps_per_epoch, result.metrics())
         return result
 
-    bar = progress_bar(total=recipe.epochs * steps_per_epoch, initial=resumed_at,
+    bar = progress_bar(total=0 if cfg.eval_only else recipe.epochs * steps_per_epoch, initial=resumed_at,
                        desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress))
     try:
-        for epoch in range(progress.epoch, recipe.epochs):
+        for epoch in range(progress.epoch, 0 if cfg.eval_only else recipe.epochs):
             _set_epoch(train_set, epoch)
             batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
             loader = torch.utils.data.DataLoader(train_set,
@@ -163,7 +168,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                                                  **loader_args, generator=loader_generator(cfg.seed, epoch))
             curves.start_epoch(epoch)
             _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
-                         epoch * steps_per_epoch, save, curves)
+                         epoch * steps_per_epoch, save, curves, guard)
             mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
             progress.finish_epoch()
             logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
@@ -172,6 +177,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                 logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
             save()
         bar.close()
+        guarded = guard.check(trained=progress.clips_seen > 0)
         evaluation = run_evaluation()
     finally:
         curves.close()
@@ -187,7 +193,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     record = make_record(cfg, metrics, counts, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
-                          predictions=predictions, fast_paths=fast_paths)
+                          predictions=predictions, fast_paths=fast_paths, guard=guarded)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
@@ -210,7 +216,7 @@ def _set_epoch(dataset, epoch: int) -> None:
 
 def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
                  bar, step_callback: StepCallback | None, progress: Progress, epoch_start_step: int,
-                 save: Callable[[], None], curves: CurveLogger) -> None:
+                 save: Callable[[], None], curves: CurveLogger, guard: FrozenGuard) -> None:
     """The rest of an epoch (all of it unless resumed mid-epoch); ``progress`` advances at every
     optimizer step, where a pending stop request is honoured (bench.engine.preemption)."""
     model.train()
@@ -229,6 +235,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
                     loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
                 opt.scaler.scale(loss).backward()
             step_loss += loss.item()
+        guard.watch()
         lr = opt.scheduler.get_last_lr()[0]  # the lr this step applies
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()

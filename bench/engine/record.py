@@ -17,7 +17,7 @@ from bench.store.records import RunRecord
 def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
                  memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict,
-                 fast_paths: list[str]) -> RunRecord:
+                 fast_paths: list[str], guard: dict) -> RunRecord:
     """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run;
     ``fast_paths`` the function-preserving changes applied to its model (bench.engine.build)."""
     commit, dirty = provenance.git_state()
@@ -37,11 +37,12 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
         per_class_top1=metrics["per_class_top1"], predictions=predictions, curves=progress.curves,
         extra={
             "effective_precision": precision, "peak_lr": cfg.peak_lr, "steps_per_epoch": steps_per_epoch,
+            "eval_only": cfg.eval_only, "init": cfg.init,
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
             "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
-            "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths,
+            "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,
         },
     )
 
