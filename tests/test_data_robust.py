@@ -90,3 +90,18 @@ def test_prepare_reencodes_and_readers_accept_the_copy(broken_root, tmp_path):
     again = prepare("list", broken_root, tmp_path / "prepared", ("train",),
                     EncodeSettings(short_side=32, keyframe_interval=4), workers=2, progress=False)
     assert again["failed"] == summary["failed"]  # resumed: nothing left to do, same outcome
+
+
+def test_broken_validation_videos_are_skipped_not_scored_as_their_stand_in():
+    """Row 1's video was broken and replaced by video 2 for batching; the metrics leave row 1 out
+    (scoring it with video 2's label would count video 2 twice)."""
+    import numpy as np
+
+    from bench.engine.evaluate import Evaluation
+    evaluation = Evaluation(source_index=np.array([0, 2, 2, 3]), labels=np.array([0, 1, 1, 2]),
+                            topk_index=np.array([[0, 1], [1, 0], [1, 0], [0, 2]]),
+                            topk_prob=np.full((4, 2), 0.5, dtype=np.float32), num_classes=3)
+    metrics = evaluation.metrics()
+    assert (metrics["videos"], metrics["skipped"]) == (3, 1) and evaluation.broken == {1}
+    assert metrics["top1"] == pytest.approx(100 * 2 / 3)  # rows 0 and 2 right, row 3 wrong
+    assert metrics["per_class_top1"] == [100.0, 100.0, 0.0]

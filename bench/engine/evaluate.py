@@ -29,15 +29,21 @@ class Evaluation:
         return set(np.flatnonzero(self.source_index != np.arange(len(self.source_index))).tolist())
 
     def metrics(self) -> dict[str, Any]:
-        """Video-level top-1/top-5 (%) and per-class top-1, every video counted once."""
-        hit1 = self.topk_index[:, 0] == self.labels
-        hit5 = (self.topk_index[:, :5] == self.labels[:, None]).any(axis=1)
-        total = np.bincount(self.labels, minlength=self.num_classes)
-        correct = np.bincount(self.labels, weights=hit1, minlength=self.num_classes)
+        """Video-level top-1/top-5 (%) and per-class top-1 over the videos that could be read, each
+        counted once. A broken validation video is skipped (its stand-in, the next readable video,
+        is already counted as itself): the denominator is the videos evaluated."""
+        kept = self.source_index == np.arange(len(self.source_index))
+        labels, top = self.labels[kept], self.topk_index[kept]
+        if not len(labels):
+            raise RuntimeError("no validation video could be read")
+        hit1 = top[:, 0] == labels
+        hit5 = (top[:, :5] == labels[:, None]).any(axis=1)
+        total = np.bincount(labels, minlength=self.num_classes)
+        correct = np.bincount(labels, weights=hit1, minlength=self.num_classes)
         per_class = [round(100.0 * c / t, 4) if t > 0 else None for c, t in zip(correct.tolist(), total.tolist())]
-        videos = len(self.labels)
+        videos = len(labels)
         return {"top1": 100.0 * int(hit1.sum()) / videos, "top5": 100.0 * int(hit5.sum()) / videos,
-                "per_class_top1": per_class, "videos": videos}
+                "per_class_top1": per_class, "videos": videos, "skipped": int((~kept).sum())}
 
     def predictions(self, dataset) -> Predictions:
         """The per-video rows a record keeps: ids and listed labels come from the dataset's list."""

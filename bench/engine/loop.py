@@ -181,7 +181,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         evaluation = run_evaluation()
     finally:
         curves.close()
-    metrics = evaluation.metrics()
+    metrics = {**evaluation.metrics(), "skipped_ids": sorted(val_set.video_ids[i] for i in evaluation.broken)}
     broken = all_union(progress.broken | {("val", i) for i in evaluation.broken}, ctx)
     memory, memory_kind = peak_memory_bytes(device)
     if ctx.world_size > 1:

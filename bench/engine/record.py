@@ -40,6 +40,7 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "eval_only": cfg.eval_only, "init": cfg.init,
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
+            "val_skipped_broken": metrics["skipped"], "val_skipped_ids": metrics["skipped_ids"],
             "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,

@@ -111,7 +111,8 @@ def load_outcomes(summary: MethodSummary, records: Mapping[str, RunRecord], resu
     if not found:
         return None
     first = next(iter(found.values()))
-    return Outcomes(seeds=tuple(found), correct=np.stack([p.top1_correct for p in found.values()]),
+    evaluated = np.logical_and.reduce([p.evaluated for p in found.values()])  # broken videos are skipped
+    return Outcomes(seeds=tuple(found), correct=np.stack([p.top1_correct[evaluated] for p in found.values()]),
                     val_list=first.list_sha256())
 
 

@@ -80,6 +80,11 @@ class Predictions:
         return self.source_index != np.arange(self.videos)
 
     @property
+    def evaluated(self) -> np.ndarray:
+        """Rows that count: a broken validation video is skipped, not scored as its stand-in."""
+        return ~self.replaced
+
+    @property
     def counted_labels(self) -> np.ndarray:
         """The label each row was scored against: the evaluated video's, as the record's top-1 counts it."""
         return self.labels[self.source_index]
