@@ -1,11 +1,22 @@
-"""Decoding only the sampled frames with decord, plus an optional per-process cache of decoded videos."""
+"""Decoding only the sampled frames, plus an optional per-process cache of whole decoded videos.
+
+Sampled reads go through PyAV (``read_frames_pyav``): it decodes forward from the keyframe before each
+needed frame, as decord does, but tells the decoder to drop the non-reference frames it does not need
+(a B-frame nothing else predicts from is never needed to reconstruct another frame). The frames it
+returns are those decord returns, byte for byte (tests compare them on h264 with B-frames and long
+GOPs and on VP9); on Kinetics-like h264 (keyframes 250 apart, x264's B-pyramid) it costs about a
+quarter less CPU than decord (results/perf/NOTES.md). Whole videos for the cache are read by decord.
+"""
 from __future__ import annotations
 
+import bisect
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import av
 import decord
 import numpy as np
 
@@ -63,23 +74,110 @@ def process_frame_cache(max_bytes: int = 1 << 30) -> FrameCache:
     return _process_cache
 
 
+@dataclass(frozen=True)
+class PacketIndex:
+    """A video stream's packets in decode order and where each frame sits in display order.
+
+    Built by demuxing the whole file (no decoding): the frame count decord reports, and the
+    keyframes random access starts from. Frame ``i`` is the packet with the ``i``-th smallest pts.
+    """
+
+    packets: list
+    display_pts: list[int]  # display index -> pts
+    keyframes: list[int]  # decode positions of the keyframes
+    keyframe_frames: list[int]  # their display indices, ascending (closed GOPs)
+
+    @property
+    def frames(self) -> int:
+        return len(self.packets)
+
+    @classmethod
+    def read(cls, container) -> "PacketIndex":
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size > 0 and p.pts is not None]
+        if not packets:
+            raise ValueError("no video packets")
+        if stream.frames and len(packets) < stream.frames:  # decord raises on such a truncated file too
+            raise IndexError(f"the container lists {stream.frames} frames but holds {len(packets)}")
+        display_pts = sorted(p.pts for p in packets)
+        frame_of = {pts: i for i, pts in enumerate(display_pts)}
+        keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
+        return cls(packets, display_pts, keyframes, [frame_of[packets[i].pts] for i in keyframes])
+
+
+def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneeded: bool = True) -> Iterator:
+    """The decoded ``av.VideoFrame`` of each display index in ``wanted`` (sorted, distinct), in order.
+
+    Decoding restarts at a frame's keyframe only when that keyframe lies past the current position
+    (decord's seek rule); with ``skip_unneeded`` the decoder drops non-reference frames not wanted.
+    """
+    codec = container.streams.video[0].codec_context
+    codec.thread_count = 1
+    wanted_pts = {index.display_pts[i] for i in wanted}
+    position, segment, drained = 0, -1, False
+    pending: dict[int, object] = {}
+    for target in wanted:
+        pts = index.display_pts[target]
+        keyframe = bisect.bisect_right(index.keyframe_frames, target) - 1
+        if pts not in pending and keyframe > segment:
+            if segment >= 0:
+                codec.flush_buffers()
+            position, segment, drained = index.keyframes[keyframe], keyframe, False
+        while pts not in pending:
+            if position < index.frames:
+                packet = index.packets[position]
+                position += 1
+                if skip_unneeded:
+                    codec.skip_frame = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
+                frames = codec.decode(packet)
+            elif not drained:
+                frames, drained = codec.decode(None), True
+            else:
+                raise IndexError(f"frame {target} was never decoded")
+            pending.update((frame.pts, frame) for frame in frames if frame.pts in wanted_pts)
+        yield pending.pop(pts)
+
+
+def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
+                     skip_unneeded: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at ``choose(frame_count)`` as uint8 (*indices.shape, H, W, 3), and the indices (see module doc)."""
+    try:
+        with av.open(str(path)) as container:
+            index = PacketIndex.read(container)
+            indices = np.asarray(choose(index.frames))
+            distinct = np.unique(indices)
+            frames = np.stack([frame.to_ndarray(format="rgb24")
+                               for frame in decode_wanted(container, index, distinct, skip_unneeded)])
+        return frames[np.searchsorted(distinct, indices)], indices
+    except Exception as err:  # PyAV raises its own FFmpegError subclasses, ValueError or IndexError
+        raise VideoDecodeError(path, err) from err
+
+
 def read_frames(path: Path, choose: Callable[[int], np.ndarray],
                 cache: FrameCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames at ``choose(frame_count)`` as uint8 (*indices.shape, H, W, 3), and the indices.
 
-    Without a cache only the distinct sampled frames are decoded (decord seeks to the nearest
-    keyframe before each). With one, the whole video is decoded once and kept.
+    Without a cache only the distinct sampled frames are decoded (``read_frames_pyav``). With one,
+    the whole video is decoded once by decord and kept.
     """
+    if cache is None:
+        return read_frames_pyav(path, choose)
     try:
-        if cache is not None:
-            key = FrameCache.key(path)
-            video = cache.get(key)
-            if video is None:
-                reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-                video = reader.get_batch(list(range(len(reader)))).asnumpy()
-                cache.put(key, video)
-            indices = np.asarray(choose(len(video)))
-            return video[indices], indices
+        key = FrameCache.key(path)
+        video = cache.get(key)
+        if video is None:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            video = reader.get_batch(list(range(len(reader)))).asnumpy()
+            cache.put(key, video)
+        indices = np.asarray(choose(len(video)))
+        return video[indices], indices
+    except Exception as err:  # decord raises RuntimeError, DECORDError (not a RuntimeError) or IndexError
+        raise VideoDecodeError(path, err) from err
+
+
+def read_frames_decord(path: Path, choose: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """decord's sampled read (it seeks to the keyframe before each frame it cannot reach by decoding on)."""
+    try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         indices = np.asarray(choose(len(reader)))
         distinct = np.unique(indices)
