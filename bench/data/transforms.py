@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,12 +21,16 @@ from timm.data.auto_augment import rand_augment_transform
 from .spec import ClipSpec
 
 
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The shape ``resize_short_side`` gives (H, W) frames for short side ``size``."""
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
 def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Bicubic (antialiased) resize of (N, 3, H, W) uint8 frames so that min(H, W) == size."""
-    height, width = frames.shape[-2:]
-    scale = size / min(height, width)
-    target = (max(size, round(height * scale)), max(size, round(width * scale)))
-    if target == (height, width):
+    target = resized_shape(*frames.shape[-2:], size)
+    if target == tuple(frames.shape[-2:]):
         return frames
     return F.interpolate(frames, size=target, mode="bicubic", align_corners=False, antialias=True)
 
@@ -65,6 +70,13 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def rand_augment_hparams(spec: ClipSpec) -> dict:
+    """timm's RandAugment settings for the recipe: translations relative to the crop size, CLIP-mean fill."""
+    return {"translate_const": int(spec.input_size * 0.45),
+            "img_mean": tuple(round(255 * m) for m in spec.mean),
+            "interpolation": Image.BICUBIC}
+
+
 def apply_to_every_frame(op, images: list[Image.Image], seed: int) -> list[Image.Image]:
     """Apply a transform driven by the global ``random``/``np.random`` (timm's RandAugment) with the same
     draws on every frame: both generators are reseeded identically before each frame, then restored.
@@ -85,6 +97,21 @@ def apply_to_every_frame(op, images: list[Image.Image], seed: int) -> list[Image
         np.random.set_state(numpy_state)
 
 
+@dataclass(frozen=True)
+class TrainDraw:
+    """The random choices of one training clip, shared by all its frames: drawn in a loader worker,
+    applied there (``ClipTransform``) or on the GPU (``bench.data.gpu_transforms``) alike.
+
+    ``short_side``: the K400 jitter (0: no resize before the crop). ``box``: (top, left, h, w) in the
+    resized (K400) or RandAugmented (SSv2) frame. ``rand_augment_seed``: replayed per frame (None: none).
+    """
+
+    short_side: int
+    box: tuple[int, int, int, int]
+    flip: bool
+    rand_augment_seed: int | None = None
+
+
 class ClipTransform:
     """Train augmentation or test views of one ClipSpec."""
 
@@ -94,39 +121,42 @@ class ClipTransform:
         self.std = torch.tensor(spec.std).view(3, 1, 1, 1) * 255
         self.rand_augment = None
         if train and spec.augment == "ssv2":
-            self.rand_augment = rand_augment_transform(spec.rand_augment, {
-                "translate_const": int(spec.input_size * 0.45),
-                "img_mean": tuple(round(255 * m) for m in spec.mean),
-                "interpolation": Image.BICUBIC,
-            })
+            self.rand_augment = rand_augment_transform(spec.rand_augment, rand_augment_hparams(spec))
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         if self.train:
             if rng is None:
                 raise ValueError("training transforms need a numpy Generator")
-            return self._normalise(self._augment(frames[0], rng))
+            return self._normalise(self._augment(frames[0], self.draw(*frames.shape[2:4], rng)))
         return torch.stack([self._normalise(view) for view in self._test_views(frames)])
 
-    def _augment(self, clip: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """(T, H, W, 3) -> (T, 3, S, S), uint8."""
+    def draw(self, height: int, width: int, rng: np.random.Generator) -> TrainDraw:
+        """The clip's random choices for (height, width) frames, in the order the recipe has always drawn them."""
         size, spec = self.spec.input_size, self.spec
         if spec.augment == "ssv2":
             seed = int(rng.integers(0, 2**31))
-            clip = np.stack([np.asarray(image) for image in apply_to_every_frame(
-                self.rand_augment, [Image.fromarray(frame) for frame in clip], seed)])
-        frames = torch.from_numpy(clip).permute(0, 3, 1, 2)
-        if spec.augment == "ssv2":
-            box = random_resized_crop_box(*frames.shape[-2:], spec.crop_scale, rng)
-            return F.interpolate(crop(frames, *box), size=(size, size), mode="bicubic", align_corners=False,
-                                 antialias=True)
+            return TrainDraw(0, random_resized_crop_box(height, width, spec.crop_scale, rng), False, seed)
         if spec.augment == "none":
-            frames = resize_short_side(frames, size)
-            return crop(frames, *spatial_crop_offsets(*frames.shape[-2:], size, 1)[0], size, size)
-        frames = resize_short_side(frames, int(rng.integers(spec.short_side_range[0], spec.short_side_range[1] + 1)))
-        height, width = frames.shape[-2:]
-        frames = crop(frames, int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1)),
-                      size, size)
-        return frames.flip(-1) if rng.random() < 0.5 else frames
+            height, width = resized_shape(height, width, size)
+            return TrainDraw(size, (*spatial_crop_offsets(height, width, size, 1)[0], size, size), False)
+        short = int(rng.integers(spec.short_side_range[0], spec.short_side_range[1] + 1))
+        height, width = resized_shape(height, width, short)
+        top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+        return TrainDraw(short, (top, left, size, size), rng.random() < 0.5)
+
+    def _augment(self, clip: np.ndarray, draw: TrainDraw) -> torch.Tensor:
+        """(T, H, W, 3) -> (T, 3, S, S), uint8."""
+        size = self.spec.input_size
+        if draw.rand_augment_seed is not None:
+            clip = np.stack([np.asarray(image) for image in apply_to_every_frame(
+                self.rand_augment, [Image.fromarray(frame) for frame in clip], draw.rand_augment_seed)])
+        frames = torch.from_numpy(clip).permute(0, 3, 1, 2)
+        if draw.short_side:
+            frames = resize_short_side(frames, draw.short_side)
+        frames = crop(frames, *draw.box)
+        if frames.shape[-2:] != (size, size):
+            frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        return frames.flip(-1) if draw.flip else frames
 
     def _test_views(self, views: np.ndarray) -> list[torch.Tensor]:
         """(V, T, H, W, 3) -> V x crops tensors (T, 3, S, S), temporal view major."""
