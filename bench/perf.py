@@ -11,6 +11,7 @@ method's ratio to full fine-tuning is taken against full_ft measured under the s
     python -m bench.perf                       # settings plain, generic and fast, every method
     python -m bench.perf --settings fast --methods st_adapter_12x384,full_ft
     python -m bench.perf --profile st_adapter_12x384,full_ft --profile-dir /tmp/prof --micro
+    python -m bench.perf --e2e                 # end to end on real-format video vs the step alone
 
 Settings (``SETTINGS``): "plain" is the methods as built; "generic" adds the changes that apply to
 every method alike (fused QuickGELU, attention and patch-embedding layouts); "fast" adds the adapter
@@ -40,6 +41,10 @@ from bench.timing.cases import (
     Setting,
     cases,
 )
+from bench.timing.e2e import FORMATS as E2E_FORMATS
+from bench.timing.e2e import METHODS as E2E_METHODS
+from bench.timing.e2e import E2ESpec
+from bench.timing.e2e import run_all as run_e2e_all
 from bench.timing.feature_cache import compare_feature_cache
 from bench.timing.micro import micro_benchmarks
 from bench.timing.profiling import format_profile, profile
@@ -80,6 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--micro", action="store_true", help="also time each fast-path piece alone")
     parser.add_argument("--features", action="store_true",
                         help="also compare the cached-feature linear probe with the end-to-end one")
+    parser.add_argument("--e2e", action="store_true", help="measure training end to end on Kinetics- and "
+                        "SSv2-shaped video (bench.timing.e2e) instead of the step benchmark")
+    parser.add_argument("--formats", default=",".join(E2E_FORMATS), help=f"--e2e formats ({', '.join(E2E_FORMATS)})")
+    parser.add_argument("--e2e-methods", default=",".join(E2E_METHODS), help="--e2e methods")
+    parser.add_argument("--workers", type=int, default=E2ESpec.workers, help="--e2e loader workers")
+    parser.add_argument("--cpu-transforms", action="store_true",
+                        help="--e2e with the transforms in the loader workers (the path before device transforms)")
     args = parser.parse_args(argv)
     if args.from_records is not None:
         return args
@@ -130,8 +142,25 @@ def _measure_all(cases: list[Case], settings: list[Setting], profiled: list[Case
     return results
 
 
+def _e2e(args: argparse.Namespace) -> int:
+    from bench.cache import cache_root
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    methods = [m.strip() for m in args.e2e_methods.split(",") if m.strip()]
+    unknown = sorted(set(formats) - set(E2E_FORMATS)) + sorted(set(methods) - set(E2E_METHODS))
+    if unknown:
+        print(f"error: unknown --e2e format(s)/method(s) {unknown}", file=sys.stderr)
+        return 2
+    spec = E2ESpec(workers=args.workers, batch_size=args.batch_size, backbone=args.backbone,
+                   device_transforms=not args.cpu_transforms)
+    out = None if args.no_records else args.out
+    run_e2e_all(formats, methods, spec, cache_root() / "e2e", out, "_cpu_transforms" if args.cpu_transforms else "")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.e2e:
+        return _e2e(args)
     try:
         settings = None if args.settings is None else _pick(args.settings, SETTINGS, "setting")
         if args.from_records is not None:

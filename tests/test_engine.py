@@ -269,3 +269,14 @@ def test_a_trainable_module_outside_the_forward_fails_the_run(tmp_path, data_roo
                         dataclasses.replace(spec, attach=attach_with_an_unused_module))
     with pytest.raises(NeverTrained, match=r"never received a gradient: encoder\.unused\.bias, encoder\.unused\.weight"):
         execute_run(tiny_run(data_root, method="linear_probe", epochs=1), tmp_path, Execution(progress=False))
+
+
+def test_device_transforms_do_not_change_the_result(tmp_path, data_root):
+    """Workers that only decode and draw, with the clip finished on the device, train the same run."""
+    cfg = tiny_run(data_root)
+    loader = execute_run(cfg, tmp_path / "loader", Execution(progress=False, keep_checkpoint=True))
+    device = execute_run(cfg, tmp_path / "device", Execution(progress=False, keep_checkpoint=True,
+                                                             device_transforms=True, num_workers=2))
+    assert same_metrics(loader, device) and device.extra["transforms"] == "device"
+    w_a, w_b = final_weights(tmp_path / "loader", cfg), final_weights(tmp_path / "device", cfg)
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)

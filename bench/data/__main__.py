@@ -11,6 +11,7 @@ from pathlib import Path
 from .dataset import DATASETS
 from .listfile import AnnotationError
 from .prepare import EncodeSettings
+from .profile import READERS
 from .roots import DatasetRootError
 
 
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=4)
     bench.add_argument("--tag", help="record name (default: host name)")
     bench.add_argument("--out", type=Path, help="record path (default results/perf/data_loader_<tag>.json)")
+    profile = commands.add_parser("profile", help="one loader worker's CPU ms per clip, stage by stage, "
+                                  "on Kinetics- and SSv2-shaped files")
+    profile.add_argument("--clips", type=int, default=16, help="distinct clips per fixture")
+    profile.add_argument("--repeats", type=int, default=3, help="timed passes (min and median kept)")
+    profile.add_argument("--readers", help=f"comma list (default: every importable one of {', '.join(READERS)})")
+    profile.add_argument("--cache", type=Path, help="where the fixtures go (default: $BENCH_CACHE/profile)")
+    profile.add_argument("--scaling", help="comma list of process counts for the side-by-side decode test")
+    profile.add_argument("--tag", help="record name (default: host name)")
+    profile.add_argument("--out", type=Path, help="record path (default results/perf/data_profile_<tag>.json)")
     return parser
 
 
@@ -72,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             summary = prepare(args.dataset, args.root, args.out, args.splits, settings, args.workers)
             print(f"prepared {summary['videos'] - len(summary['failed'])} of {summary['videos']} videos "
                   f"into {summary['out']} ({len(summary['failed'])} failed, {summary['missing']} missing)")
+        elif args.command == "profile":
+            from .profile import run_profile
+            from bench.cache import cache_root
+            readers = tuple(r.strip() for r in args.readers.split(",")) if args.readers else None
+            scaling = [int(n) for n in args.scaling.split(",")] if args.scaling else None
+            record = run_profile(args.cache or cache_root() / "profile", args.clips, args.repeats,
+                                 readers=readers, tag=args.tag, out=args.out, scaling=scaling)
+            print(json.dumps(record["results"], indent=1))
         else:
             from .benchmark import run_benchmark
             record = run_benchmark(args.workers, args.videos, args.clips, args.batch_size, args.tag, args.out,

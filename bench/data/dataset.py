@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .decode import VideoDecodeError, process_frame_cache, read_frames
+from .gpu_transforms import collate_frames, pack_draw
 from .kinetics import read_kinetics
 from .listfile import DatasetIndex, read_list_dataset
 from .robust import AllVideosBrokenError, BrokenVideos, replacement_walk
@@ -26,7 +27,10 @@ DATASETS = ("k400", "ssv2", "list", *TASKS)
 class VideoDataset(Dataset):
     """Clips of one split. Item: {"video", "label", "index", "source_index", "replaced"}.
 
-    ``video`` is (3, T, S, S) in training and (views, 3, T, S, S) at test. The randomness of item i
+    ``video`` is (3, T, S, S) in training and (views, 3, T, S, S) at test. With ``device_transforms``
+    an item holds the decoded uint8 ``frames`` (views, T, H, W, 3) and, in training, the packed ``draw``
+    instead, for ``gpu_transforms.DeviceClipTransform`` to finish on the GPU (batch them with
+    ``collate_fn``); the result is the same clip. The randomness of item i
     comes from a generator seeded by (seed, epoch, i) only, so it does not depend on worker count or
     order; call ``set_epoch`` before each epoch (the epoch lives in shared memory, so persistent
     workers see it too). A broken video is replaced by the next readable one in the list.
@@ -35,8 +39,10 @@ class VideoDataset(Dataset):
     frame_reader = staticmethod(read_frames)  # (path, choose, cache) -> (frames, indices); swapped by benchmarks
 
     def __init__(self, name: str, split: str, index: DatasetIndex, clip: ClipSpec, train: bool,
-                 seed: int = 0, frame_cache: bool = False):
+                 seed: int = 0, frame_cache: bool = False, device_transforms: bool = False):
         self.name, self.split, self.clip, self.train, self.seed = name, split, clip, train, seed
+        self.device_transforms = device_transforms
+        self.collate_fn = collate_frames if device_transforms else None
         self.source_list = index.entries
         self.video_ids = index.video_ids()
         self.class_names = index.class_names
@@ -78,10 +84,19 @@ class VideoDataset(Dataset):
             except VideoDecodeError as err:
                 self.broken.mark(source, entry.path, err.cause)
                 continue
-            return {"video": self.transform(frames, rng), "label": entry.label, "index": index,
+            return {**self._clip(frames, rng), "label": entry.label, "index": index,
                     "source_index": source, "replaced": source != index}
         raise AllVideosBrokenError(f"{self.name} {self.split}: none of the {len(self)} videos listed in "
                                    f"{self.annotation} could be decoded; run `python -m bench.data scan` on it")
+
+
+    def _clip(self, frames: np.ndarray, rng: np.random.Generator) -> dict:
+        if not self.device_transforms:
+            return {"video": self.transform(frames, rng)}
+        item = {"frames": torch.from_numpy(frames)}
+        if self.train:
+            item["draw"] = pack_draw(self.transform.draw(*frames.shape[2:4], rng))
+        return item
 
 
 def read_index(name: str, split: str, root: str | Path | None = None, synth: SynthConfig | None = None) -> DatasetIndex:
@@ -98,7 +113,8 @@ def read_index(name: str, split: str, root: str | Path | None = None, synth: Syn
 
 
 def build_dataset(name: str, split: str, clip: ClipSpec, train: bool, root: str | Path | None = None,
-                  seed: int = 0, *, synth: SynthConfig | None = None, frame_cache: bool | None = None) -> VideoDataset:
+                  seed: int = 0, *, synth: SynthConfig | None = None, frame_cache: bool | None = None,
+                  device_transforms: bool = False) -> VideoDataset:
     """A dataset by name. ``root`` None -> env var / user config (k400, ssv2, list) or the synthetic cache.
 
     ``frame_cache`` (default: on for the synthetic tasks only) keeps decoded videos in memory per process.
@@ -106,7 +122,7 @@ def build_dataset(name: str, split: str, clip: ClipSpec, train: bool, root: str 
     index = read_index(name, split, root, synth)
     if frame_cache is None:
         frame_cache = name in TASKS
-    return VideoDataset(name, split, index, clip, train, seed, frame_cache)
+    return VideoDataset(name, split, index, clip, train, seed, frame_cache, device_transforms)
 
 
 def worker_init_fn(worker_id: int) -> None:

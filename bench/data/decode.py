@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import av
 import decord
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class VideoDecodeError(RuntimeError):
@@ -138,6 +139,16 @@ def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneed
         yield pending.pop(pts)
 
 
+def rgb_converter() -> Callable:
+    """Decoded frame -> uint8 (H, W, 3) RGB, for the frames of one clip: one reformatter keeps its
+    scaling context between frames (``frame.to_ndarray`` builds one per frame, which cost more than the
+    conversion: 0.26 vs 0.08 ms per 340x256 frame on the dev machine). One per clip, never per
+    process: a context kept across ``fork`` (DataLoader workers) holds swscale's threads and hangs the
+    child."""
+    reformatter = VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
 def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
                      skip_unneeded: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Frames at ``choose(frame_count)`` as uint8 (*indices.shape, H, W, 3), and the indices (see module doc)."""
@@ -146,8 +157,8 @@ def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
             index = PacketIndex.read(container)
             indices = np.asarray(choose(index.frames))
             distinct = np.unique(indices)
-            frames = np.stack([frame.to_ndarray(format="rgb24")
-                               for frame in decode_wanted(container, index, distinct, skip_unneeded)])
+            to_rgb = rgb_converter()
+            frames = np.stack([to_rgb(frame) for frame in decode_wanted(container, index, distinct, skip_unneeded)])
         return frames[np.searchsorted(distinct, indices)], indices
     except Exception as err:  # PyAV raises its own FFmpegError subclasses, ValueError or IndexError
         raise VideoDecodeError(path, err) from err

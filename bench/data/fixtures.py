@@ -5,7 +5,8 @@ codec, container, size, frame rate, length, keyframe spacing and a realistic bit
 pans a camera over a detailed random scene with sensor-like grain (a flat synthetic frame would decode
 unrealistically fast); ``write_kinetics_like`` and ``write_ssv2_like`` lay such clips out as the real
 datasets are on disk (DESIGN.md §5), so the real readers (``read_kinetics``, ``read_ssv2``) index them.
-A fixture folder is keyed by its config's digest, so a cached copy is reused only for the same config.
+A fixture folder is keyed by its config's digest, so a cached copy is reused only for the same config;
+``prepared`` fixtures hold the clips as ``bench.data prepare`` writes them (all-intra, short side 258).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .prepare import EncodeSettings, reencode
 from .ssv2 import template_to_label
 
 
@@ -81,7 +83,12 @@ def write_moving_clip(path: Path, seed: int, fmt: ClipFormat = KINETICS_FORMAT) 
 
 @dataclass(frozen=True)
 class FixtureConfig:
-    """A fixture dataset: how many clips per split and class, and their format."""
+    """A fixture dataset: how many clips per split and class, and their format.
+
+    Only ``distinct`` clips are encoded (every clip when None); the others are hard links to them
+    under their own names, which costs a loader the same decoding and the benchmark no encoding time.
+    ``prepared``: store the clips as ``bench.data prepare`` re-encodes them, with these settings.
+    """
 
     dataset: str  # "k400" | "ssv2"
     train_clips: int
@@ -89,6 +96,8 @@ class FixtureConfig:
     classes: int = 8
     fmt: ClipFormat = KINETICS_FORMAT
     seed: int = 0
+    distinct: int | None = None
+    prepared: EncodeSettings | None = None
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -128,10 +137,15 @@ def _write_annotations(config: FixtureConfig, root: Path, rows: dict[str, list[d
         (root / f"something-something-v2-{name}.json").write_text(json.dumps(rows[split], indent=1))
 
 
-def _write_one(job: tuple[str, int, ClipFormat]) -> None:
-    path, seed, fmt = job
+def _write_one(job: tuple[str, int, ClipFormat, EncodeSettings | None]) -> None:
+    path, seed, fmt, prepared = job
     temp = Path(path).with_name(f".{Path(path).name}.part")
     write_moving_clip(temp, seed, fmt)
+    if prepared is not None:
+        original = temp.with_name(temp.name + ".original")
+        os.replace(temp, original)
+        reencode(original, temp, prepared)
+        original.unlink()
     os.replace(temp, path)
 
 
@@ -144,15 +158,18 @@ def ensure_fixture(config: FixtureConfig, cache: Path, workers: int = os.cpu_cou
         return root
     shutil.rmtree(root, ignore_errors=True)
     rows: dict[str, list[dict]] = {}
-    jobs = []
+    jobs, links = [], []
     for split, count in (("train", config.train_clips), ("val", config.val_clips)):
         rows[split] = []
         for number in range(count):
             path, row = _layout(config, root, split, number)
             path.parent.mkdir(parents=True, exist_ok=True)
             rows[split].append(row)
+            if config.distinct is not None and len(jobs) >= config.distinct:
+                links.append((jobs[len(links) % config.distinct][0], str(path)))
+                continue
             seed = int(np.random.SeedSequence([config.seed, split == "train", number]).generate_state(1)[0])
-            jobs.append((str(path), seed, config.fmt))
+            jobs.append((str(path), seed, config.fmt, config.prepared))
     _write_annotations(config, root, rows)
     if workers > 1:
         from multiprocessing import get_context
@@ -161,6 +178,8 @@ def ensure_fixture(config: FixtureConfig, cache: Path, workers: int = os.cpu_cou
     else:
         for job in jobs:
             _write_one(job)
+    for source, target in links:
+        os.link(source, target)
     (root / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (root / "COMPLETE").touch()
     return root

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from timm.data.auto_augment import rand_augment_transform
 
-from .gpu_augment import apply_rand_augment, rand_augment_ops
+from .gpu_augment import apply_rand_augment, rand_augment_ops, to_device
 from .spec import ClipSpec
 from .transforms import TrainDraw, rand_augment_hparams, resized_shape, spatial_crop_offsets
 
@@ -37,14 +38,25 @@ def unpack_draw(row: list[int]) -> TrainDraw:
 
 def collate_frames(samples: list[dict]) -> dict:
     """Batch uint8 clips of different sizes: frames zero-padded to the batch's largest (H, W), with each
-    clip's true size in ``sizes``; everything else collated as the DataLoader would."""
-    from torch.utils.data import default_collate
+    clip's true size in ``sizes``; everything else collated as the DataLoader would. In a loader
+    worker the batch is built in shared memory, as ``default_collate`` does, so handing it to the
+    main process copies nothing more."""
+    from torch.utils.data import default_collate, get_worker_info
     frames = [s["frames"] for s in samples]
     height = max(f.shape[-3] for f in frames)
     width = max(f.shape[-2] for f in frames)
-    out = frames[0].new_zeros((len(frames), *frames[0].shape[:-3], height, width, 3))
-    for i, f in enumerate(frames):
-        out[i, ..., :f.shape[-3], :f.shape[-2], :] = f
+    shape = (len(frames), *frames[0].shape[:-3], height, width, 3)
+    if get_worker_info() is not None:
+        storage = frames[0].untyped_storage()._new_shared(math.prod(shape))
+        out = frames[0].new(storage).view(shape)
+    else:
+        out = frames[0].new_empty(shape)
+    if all(f.shape == shape[1:] for f in frames):
+        torch.stack(frames, out=out)
+    else:
+        out.zero_()
+        for i, f in enumerate(frames):
+            out[i, ..., :f.shape[-3], :f.shape[-2], :] = f
     rest = default_collate([{k: v for k, v in s.items() if k != "frames"} for s in samples])
     return {**rest, "frames": out, "sizes": torch.tensor([f.shape[-3:-1] for f in frames])}
 
@@ -82,25 +94,55 @@ def uint8_resize_weights(in_size: int, out_size: int, device: torch.device) -> t
         for j, w in enumerate(taps):
             v = w * (1 << precision)
             matrix[low + j, i] = math.trunc(v - 0.5 if v < 0 else v + 0.5)
-    return matrix.to(device), precision
+    return to_device(matrix, device), precision
 
 
-def _resize_axis(frames: torch.Tensor, out_size: int) -> torch.Tensor:
-    """One pass of the uint8 resize along the last axis: integer weights, rounded, shifted, saturated."""
-    matrix, precision = uint8_resize_weights(frames.shape[-1], out_size, frames.device)
-    total = frames.double() @ matrix + (1 << (precision - 1))
-    return torch.floor(total / (1 << precision)).clamp_(0, 255).to(frames.dtype)
+@dataclass(frozen=True)
+class AxisPlan:
+    """Along one axis of one clip: read ``length`` pixels from ``start``, resize them to ``resized``,
+    keep the windows of ``size`` starting at ``windows`` (reversed if ``flip``)."""
+
+    start: int
+    length: int
+    resized: int
+    windows: tuple[int, ...]
+    flip: bool = False
 
 
-def resize_levels(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic resize of (N, 3, H, W) uint8 levels (held as float) to ``size``, computed as the
-    CPU's uint8 resize computes it (horizontal pass, uint8 in between, vertical pass), so equal to it."""
-    height, width = size
-    if frames.shape[-1] != width:
-        frames = _resize_axis(frames, width)
-    if frames.shape[-2] != height:
-        frames = _resize_axis(frames.transpose(-1, -2), height).transpose(-1, -2)
-    return frames
+def _axis_matrix(plans: list[AxisPlan], canvas: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, canvas, windows x size) weights and (B,) precisions: the uint8 resize and the crop of every
+    clip along one axis as one matrix, so a batch needs one product per axis (a column of the resized
+    image depends on its own weights only, so cropping the weights crops the image exactly)."""
+    count = max(len(p.windows) for p in plans)
+    matrix = torch.zeros(len(plans), canvas, count * size, dtype=torch.float64, device=device)
+    precisions = []
+    for i, plan in enumerate(plans):
+        weights, precision = uint8_resize_weights(plan.length, plan.resized, device)
+        precisions.append(precision)
+        for k, window in enumerate(plan.windows):
+            part = weights[:, window:window + size]
+            matrix[i, plan.start:plan.start + plan.length, k * size:(k + 1) * size] = part.flip(1) if plan.flip else part
+    return matrix, to_device(precisions, device)
+
+
+def _resize_pass(x: torch.Tensor, matrix: torch.Tensor, precisions: torch.Tensor) -> torch.Tensor:
+    """x (B, N, L) @ (B, L, M) in the uint8 resize's fixed point: integer sums, rounded, shifted, saturated."""
+    scale = torch.pow(2.0, precisions.double()).view(-1, 1, 1)
+    total = torch.bmm(x.double(), matrix) + scale / 2
+    return torch.floor(total / scale).clamp_(0, 255).to(x.dtype)
+
+
+def resize_crop(x: torch.Tensor, rows: list[AxisPlan], columns: list[AxisPlan], size: int) -> torch.Tensor:
+    """x (B, N, H, W) levels -> (B, N, rows' windows x size, columns' windows x size): each clip resized and
+    cropped as torch's CPU uint8 resize would (horizontal pass, uint8 in between, vertical pass)."""
+    batch, planes, height, width = x.shape
+    matrix, precisions = _axis_matrix(columns, width, size, x.device)
+    x = _resize_pass(x.reshape(batch, planes * height, width), matrix, precisions)
+    out_width = x.shape[-1]
+    x = x.view(batch, planes, height, out_width).transpose(2, 3).reshape(batch, planes * out_width, height)
+    matrix, precisions = _axis_matrix(rows, height, size, x.device)
+    x = _resize_pass(x, matrix, precisions)
+    return x.view(batch, planes, out_width, -1).transpose(2, 3)
 
 
 class DeviceClipTransform:
@@ -108,8 +150,8 @@ class DeviceClipTransform:
 
     def __init__(self, spec: ClipSpec, train: bool):
         self.spec, self.train = spec, train
-        self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1, 1) * 255
+        self.std = torch.tensor(spec.std).view(1, 3, 1, 1, 1) * 255
         self.rand_augment, self.fill = None, (0, 0, 0)
         if train and spec.augment == "ssv2":
             hparams = rand_augment_hparams(spec)
@@ -117,43 +159,50 @@ class DeviceClipTransform:
             self.fill = hparams["img_mean"]
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        """(B, 3, T, S, S) in training, (B, views x crops, 3, T, S, S) at test; float32, normalised."""
-        frames, sizes = batch["frames"], batch["sizes"].tolist()
+        """(B, 3, T, S, S) in training, (B, views x crops, 3, T, S, S) at test; float32, normalised.
+
+        ``sizes`` and ``draw`` stay on the host (a copy of them to the device would wait for it)."""
+        frames, sizes = batch["frames"], batch["sizes"]
+        x = frames.permute(0, 1, 2, 5, 3, 4).float()  # (B, V, T, 3, H, W) levels
         if self.train:
-            draws = batch["draw"].tolist()
-            return torch.stack([self.augment(frames[i, 0, :, :h, :w], unpack_draw(draws[i]))
-                                for i, (h, w) in enumerate(sizes)])
-        return torch.stack([self.test_views(frames[i, ..., :h, :w, :]) for i, (h, w) in enumerate(sizes)])
+            return self._train(x[:, 0], sizes.tolist(), [unpack_draw(row) for row in batch["draw"].tolist()])
+        return self._test(x, sizes.tolist())
 
-    def _levels(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> float (T, 3, H, W) holding the same levels."""
-        return frames.permute(0, 3, 1, 2).float()
-
-    def augment(self, clip: torch.Tensor, draw: TrainDraw) -> torch.Tensor:
-        """One training clip, uint8 (T, H, W, 3) -> normalised (3, T, S, S)."""
+    def _train(self, x: torch.Tensor, sizes: list[list[int]], draws: list[TrainDraw]) -> torch.Tensor:
+        batch, frames = x.shape[:2]
         size = self.spec.input_size
-        frames = self._levels(clip)
-        if draw.rand_augment_seed is not None:
-            frames = apply_rand_augment(frames, rand_augment_ops(self.rand_augment, draw.rand_augment_seed),
-                                        self.fill)
-        if draw.short_side:
-            frames = resize_levels(frames, resized_shape(*frames.shape[-2:], draw.short_side))
-        top, left, height, width = draw.box
-        frames = resize_levels(frames[..., top:top + height, left:left + width], (size, size))
-        return self._normalise(frames.flip(-1) if draw.flip else frames)
+        if self.rand_augment is not None:
+            ops = [[] if d.rand_augment_seed is None else rand_augment_ops(self.rand_augment, d.rand_augment_seed)
+                   for d in draws]
+            x = apply_rand_augment(x, sizes, ops, self.fill)
+        rows, columns = [], []
+        for (height, width), draw in zip(sizes, draws):
+            top, left, box_h, box_w = draw.box
+            if draw.short_side:  # resize the whole frame, then crop
+                resized_h, resized_w = resized_shape(height, width, draw.short_side)
+                rows.append(AxisPlan(0, height, resized_h, (top,)))
+                columns.append(AxisPlan(0, width, resized_w, (left,), draw.flip))
+            else:  # crop the box, then resize it to the input size
+                rows.append(AxisPlan(top, box_h, size, (0,)))
+                columns.append(AxisPlan(left, box_w, size, (0,), draw.flip))
+        out = resize_crop(x.flatten(1, 2), rows, columns, size).view(batch, frames, 3, size, size)
+        return self._normalise(out)
 
-    def test_views(self, views: torch.Tensor) -> torch.Tensor:
-        """One test sample, uint8 (V, T, H, W, 3) -> normalised (V x crops, 3, T, S, S), temporal view major."""
-        size = self.spec.input_size
-        count, frames_per_view = views.shape[:2]
-        frames = self._levels(views.flatten(0, 1))
-        frames = resize_levels(frames, resized_shape(*frames.shape[-2:], size)).unflatten(0, (count, frames_per_view))
-        offsets = spatial_crop_offsets(*frames.shape[-2:], size, self.spec.test_crops)
-        return torch.stack([self._normalise(view[..., top:top + size, left:left + size])
-                            for view in frames for top, left in offsets])
+    def _test(self, x: torch.Tensor, sizes: list[list[int]]) -> torch.Tensor:
+        batch, views, frames = x.shape[:3]
+        size, crops = self.spec.input_size, self.spec.test_crops
+        rows, columns = [], []
+        for height, width in sizes:
+            resized_h, resized_w = resized_shape(height, width, size)
+            offsets = spatial_crop_offsets(resized_h, resized_w, size, crops)
+            rows.append(AxisPlan(0, height, resized_h, tuple(top for top, _ in offsets)))
+            columns.append(AxisPlan(0, width, resized_w, tuple(left for _, left in offsets)))
+        grid = resize_crop(x.flatten(1, 3), rows, columns, size)  # crop k is block (k, k) of the grid
+        grid = grid.view(batch, views, frames, 3, crops, size, crops, size)
+        out = torch.stack([grid[:, :, :, :, k, :, k] for k in range(crops)], dim=2)  # (B, V, crops, T, 3, S, S)
+        return self._normalise(out.flatten(0, 2)).unflatten(0, (batch, views * crops))
 
     def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) levels -> (3, T, S, S), CLIP-normalised."""
+        """(N, T, 3, S, S) levels -> (N, 3, T, S, S), CLIP-normalised."""
         mean, std = self.mean.to(frames.device), self.std.to(frames.device)
-        return ((frames - mean) / std).transpose(0, 1).contiguous()
-
+        return ((frames.transpose(1, 2) - mean) / std).contiguous()

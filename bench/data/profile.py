@@ -5,7 +5,8 @@ median kept, since other jobs sharing the machine only ever add time): open + in
 conversion (PyAV: decoded frame -> RGB separately; the other readers do both in one call), the
 recipe's CPU transforms (resize, crop + flip, RandAugment, random resized crop, normalisation),
 collate of a batch (float32 vs uint8) and the pickling a worker does to hand a batch to the main
-process (through shared memory, as the DataLoader does). Readers: every one importable here of
+process (through shared memory, as the DataLoader does), and with ``scaling`` the clips/s of n
+decoding processes side by side (how many cores' worth the machine gives). Readers: every one importable here of
 ``READERS`` (run once per environment to compare decord 0.6 and decord2, which share a module name).
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _decode_stages(paths: list[Path], spec: ClipSpec, train: bool, repeats: int)
     """PyAV's reader split into open+index, decode and RGB conversion (same frames as ``read_frames_pyav``)."""
     import av
 
-    from .decode import PacketIndex, decode_wanted
+    from .decode import PacketIndex, decode_wanted, rgb_converter
 
     def opened():
         for path in paths:
@@ -97,9 +98,10 @@ def _decode_stages(paths: list[Path], spec: ClipSpec, train: bool, repeats: int)
                 with av.open(str(path)) as container:
                     index = PacketIndex.read(container)
                     wanted = np.unique(sample_indices(spec, index.frames, train, rng))
+                    to_rgb = rgb_converter()
                     for frame in decode_wanted(container, index, wanted):
                         if convert:
-                            frame.to_ndarray(format="rgb24")
+                            to_rgb(frame)
         return run
 
     out = {"open_index": _timed(opened, repeats, len(paths))}
@@ -158,8 +160,49 @@ def _batch_stages(spec: ClipSpec, batch_size: int, repeats: int) -> dict:
     return out
 
 
-def run_profile(cache: Path, clips: int = 16, repeats: int = 3, batch_size: int = 32, workers: int = 1,
-                readers: tuple[str, ...] | None = None, tag: str | None = None, out: Path | None = None) -> dict:
+def _simd_flags() -> list[str]:
+    """Which SIMD extensions the CPU shows (FFmpeg's decoders and swscale pick their code by them)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return []
+    return sorted(flags & {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
+
+
+def _read_all(job: tuple[list[str], ClipSpec, int]) -> tuple[float, float]:
+    """(CPU s, wall s) of reading every clip in ``paths`` ``passes`` times with the suite's reader."""
+    paths, spec, passes = job
+    torch.set_num_threads(1)
+    start_cpu, start = time.process_time(), time.perf_counter()
+    for n in range(passes):
+        for number, path in enumerate(paths):
+            rng = np.random.default_rng([n, number])
+            read_frames_pyav(Path(path), lambda count: sample_indices(spec, count, True, rng))
+    return time.process_time() - start_cpu, time.perf_counter() - start
+
+
+def decode_scaling(paths: list[Path], spec: ClipSpec, processes: list[int], passes: int = 2) -> list[dict]:
+    """Clips/s of ``n`` processes decoding side by side, for each ``n``: how many cores' worth of decoding
+    the machine really gives (a VM's vCPUs can be fewer physical cores, or share them)."""
+    from multiprocessing import get_context
+    rows = []
+    for n in processes:
+        with get_context("forkserver").Pool(n) as pool:
+            pool.map(_read_all, [([str(p) for p in paths[:1]], spec, 1)] * n)  # start-up and imports
+            start = time.perf_counter()
+            results = pool.map(_read_all, [([str(p) for p in paths], spec, passes)] * n)
+            wall = time.perf_counter() - start
+        clips = n * len(paths) * passes
+        rows.append({"processes": n, "clips_per_s": round(clips / wall, 1),
+                     "cpu_ms_per_clip": round(sum(c for c, _ in results) / clips * 1000, 2),
+                     "wall_ms_per_clip_per_process": round(sum(w for _, w in results) / clips * 1000, 2)})
+    return rows
+
+
+def run_profile(cache: Path, clips: int = 16, repeats: int = 3, batch_size: int = 32,
+                workers: int = os.cpu_count() or 1,
+                readers: tuple[str, ...] | None = None, tag: str | None = None, out: Path | None = None,
+                scaling: list[int] | None = None) -> dict:
     """Profile every stage on Kinetics- and SSv2-shaped fixtures (written under ``cache`` on first use)."""
     torch.set_num_threads(1)
     available = [name for name, (module, _) in READERS.items()
@@ -185,6 +228,8 @@ def run_profile(cache: Path, clips: int = 16, repeats: int = 3, batch_size: int 
         decoded = [read_frames_pyav(path, lambda n: sample_indices(spec, n, True, np.random.default_rng(i)))[0]
                    for i, path in enumerate(paths)]
         result["transforms_train"] = _transform_stages(decoded, spec, repeats)
+        if scaling:
+            result["decode_scaling_train"] = decode_scaling(paths, spec, scaling)
         results[name] = result
     results["batch"] = _batch_stages(K400_CLIP, batch_size, repeats)
     host = socket.gethostname()
@@ -193,6 +238,7 @@ def run_profile(cache: Path, clips: int = 16, repeats: int = 3, batch_size: int 
         if importlib.util.find_spec(module) is not None:
             versions[module] = getattr(__import__(module), "__version__", "?")
     record = {"kind": "data_profile", "tag": tag or host, "host": host, "cpu_count": os.cpu_count(),
+              "cpu_flags": _simd_flags(),
               "load_average_1min": round(os.getloadavg()[0], 2), "clips": clips, "repeats": repeats,
               "measure": "CPU ms per clip (process_time), min and median over repeats; one thread",
               "versions": versions, "results": results,

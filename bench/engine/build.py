@@ -31,10 +31,10 @@ def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def build_run_dataset(cfg: RunConfig, split: str, train: bool):
+def build_run_dataset(cfg: RunConfig, split: str, train: bool, device_transforms: bool = False):
     from bench.data import build_dataset
     return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed,
-                         synth=cfg.synth)
+                         synth=cfg.synth, device_transforms=device_transforms)
 
 
 def prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bench.data.device_batches import DeviceBatches
 from bench.engine.distributed import DistContext
 from bench.engine.seeding import loader_generator
 from bench.store.predictions import TOP_K, Predictions
@@ -61,27 +62,35 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
     """Multi-view evaluation: softmax per view, mean over a video's views, top-k per video.
 
     Videos are split over ranks without padding and every rank's rows are gathered to every rank in
-    dataset order, so each video is counted exactly once whatever the world size.
+    dataset order, so each video is counted exactly once whatever the world size. Probabilities stay
+    on the device until the last batch is queued (no batch waits for the one before it); top-k is
+    then taken on the host, as it always was.
     """
     model.eval()
     batch_videos = max(1, batch_clips // views)
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
     batches = [mine[i:i + batch_videos] for i in range(0, len(mine), batch_videos)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_args,
-                                         generator=loader_generator(0, -1))
+    loader = DeviceBatches(torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, **loader_args, collate_fn=getattr(dataset, "collate_fn", None),
+        generator=loader_generator(0, -1)), getattr(dataset, "clip", None), False, ctx.device)
     k = min(TOP_K, dataset.num_classes)
     rows: dict[str, list[np.ndarray]] = {"index": [], "source_index": [], "label": [], "topk_index": [], "topk_prob": []}
     device = ctx.device
+    probs, labels = [], []
     for batch in loader:
         video = batch["video"].to(device, non_blocking=True)  # (B, V, 3, T, H, W)
         b, v = video.shape[:2]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(video.flatten(0, 1))
-        probs = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1).cpu()
-        top = probs.topk(k, dim=-1)
-        for name, value in (("index", batch["index"]), ("source_index", batch["source_index"]),
-                            ("label", batch["label"]), ("topk_index", top.indices), ("topk_prob", top.values)):
-            rows[name].append(value.numpy())
+        probs.append(logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1))
+        labels.append(batch["label"])
+        rows["index"].append(batch["index"].numpy())
+        rows["source_index"].append(batch["source_index"].numpy())
+    for batch_probs, batch_labels in zip(probs, labels):  # read back once, after the last batch is queued
+        top = batch_probs.cpu().topk(k, dim=-1)
+        rows["label"].append(batch_labels.cpu().numpy())
+        rows["topk_index"].append(top.indices.numpy())
+        rows["topk_prob"].append(top.values.numpy())
     local = {name: np.concatenate(parts) if parts else np.zeros((0, k) if name.startswith("topk") else 0, np.int64)
              for name, parts in rows.items()}
     return _assemble(_gather(local, ctx), dataset.num_classes)

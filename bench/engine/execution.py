@@ -26,3 +26,12 @@ class Execution:
             return self.threads
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
         return int(cpus) if cpus.isdigit() and int(cpus) > 0 else None
+    # Finish clips on the device (bench.data.gpu_transforms: same clips, workers only decode and draw);
+    # None: on CUDA for real datasets, off elsewhere (the synthetic suite's clips are 32 px).
+    device_transforms: bool | None = None
+
+    def transforms_on_device(self, device, dataset: str) -> bool:
+        if self.device_transforms is not None:
+            return self.device_transforms
+        from bench.data.synthetic import TASKS
+        return device.type == "cuda" and dataset not in TASKS

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import RunConfig
+from bench.data.device_batches import DeviceBatches
 from bench.engine.batching import StepPlan, replaced_indices, train_batches
 from bench.engine.build import build_run_dataset, prepare_model
 from bench.engine.checkpoint import CHECKPOINT_NAME, Progress, load_checkpoint, save_checkpoint
@@ -100,8 +101,9 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     recipe, device = cfg.recipe, ctx.device
     logger.info("run %s (rank %d of %d, %s): %s", cfg.name, ctx.rank, ctx.world_size, device, cfg.to_dict())
     seed_everything(cfg.seed)
-    train_set = build_run_dataset(cfg, "train", train=True)
-    val_set = build_run_dataset(cfg, "val", train=False)
+    on_device = execution.transforms_on_device(device, cfg.dataset)
+    train_set = build_run_dataset(cfg, "train", train=True, device_transforms=on_device)
+    val_set = build_run_dataset(cfg, "val", train=False, device_transforms=on_device)
     amp_dtype = autocast_dtype(cfg.precision, device)
     model, counts, fast_paths = prepare_model(cfg, train_set.num_classes, ctx, amp_dtype)
     plan = StepPlan.make(recipe.batch_size, ctx.world_size, execution.batch_per_device)
@@ -152,8 +154,12 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     curves = CurveLogger(progress.curves, progress.curve_interval, plan.global_batch, ctx, writer)
     evaluate_after = evaluation_epochs(recipe.epochs, execution.evaluations)
 
+    eval_time = [0.0]
+
     def run_evaluation():  # every evaluation is a point of the top-1 curve; the record keeps the last
+        began = time.perf_counter()
         result = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
+        eval_time[0] = time.perf_counter() - began
         curves.evaluation(progress.epoch * steps_per_epoch, result.metrics())
         return result
 
@@ -163,9 +169,9 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         for epoch in range(progress.epoch, 0 if cfg.eval_only else recipe.epochs):
             _set_epoch(train_set, epoch)
             batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
-            loader = torch.utils.data.DataLoader(train_set,
-                                                 batch_sampler=batches[progress.step_in_epoch * plan.accumulation:],
-                                                 **loader_args, generator=loader_generator(cfg.seed, epoch))
+            loader = DeviceBatches(torch.utils.data.DataLoader(
+                train_set, batch_sampler=batches[progress.step_in_epoch * plan.accumulation:], **loader_args,
+                collate_fn=train_set.collate_fn, generator=loader_generator(cfg.seed, epoch)), recipe.clip, True, device)
             curves.start_epoch(epoch)
             _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
                          epoch * steps_per_epoch, save, curves, guard)
@@ -193,7 +199,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
     record = make_record(cfg, metrics, counts, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
-                          predictions=predictions, fast_paths=fast_paths, guard=guarded)
+                          predictions=predictions, fast_paths=fast_paths, guard=guarded,
+                          eval_time=eval_time[0], device_transforms=on_device)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
@@ -218,15 +225,21 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
                  bar, step_callback: StepCallback | None, progress: Progress, epoch_start_step: int,
                  save: Callable[[], None], curves: CurveLogger, guard: FrozenGuard) -> None:
     """The rest of an epoch (all of it unless resumed mid-epoch); ``progress`` advances at every
-    optimizer step, where a pending stop request is honoured (bench.engine.preemption)."""
+    optimizer step, where a pending stop request is honoured (bench.engine.preemption).
+
+    The next batch is fetched and staged on the device (``DeviceBatches``) as soon as a micro-batch's
+    backward is queued, before its loss is read back, so the host prepares it while the GPU computes.
+    """
     model.train()
     micro_batches = iter(loader)
+    remaining = len(loader) // plan.accumulation * plan.accumulation
+    upcoming = next(micro_batches) if remaining else None
     timer = time.perf_counter()
     for _ in range(len(loader) // plan.accumulation):
         opt.optimizer.zero_grad(set_to_none=True)
         step_loss, broken = 0.0, set()
         for micro in range(plan.accumulation):
-            batch = next(micro_batches)
+            batch, remaining = upcoming, remaining - 1
             broken.update(replaced_indices(batch))
             sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
             with (nullcontext() if sync else model.no_sync()):
@@ -234,6 +247,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
                     logits = model(batch["video"].to(device, non_blocking=True))
                     loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
                 opt.scaler.scale(loss).backward()
+            upcoming = next(micro_batches) if remaining else None
             step_loss += loss.item()
         guard.watch()
         lr = opt.scheduler.get_last_lr()[0]  # the lr this step applies

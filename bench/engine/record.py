@@ -17,7 +17,8 @@ from bench.store.records import RunRecord
 def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
                  memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict,
-                 fast_paths: list[str], guard: dict) -> RunRecord:
+                 fast_paths: list[str], guard: dict, eval_time: float | None = None,
+                 device_transforms: bool = False) -> RunRecord:
     """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run;
     ``fast_paths`` the function-preserving changes applied to its model (bench.engine.build)."""
     commit, dirty = provenance.git_state()
@@ -44,6 +45,8 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,
+            **({} if eval_time is None else {"eval_time_s": round(eval_time, 3)}),
+            "transforms": "device" if device_transforms else "loader workers",
         },
     )
 
