@@ -5,7 +5,8 @@ import numpy as np
 
 from bench.data import ClipSpec
 from bench.data.__main__ import main
-from bench.data.benchmark import ClipFormat, read_frames_decode_all, run_benchmark
+from bench.data.benchmark import read_frames_decode_all, run_benchmark
+from bench.data.fixtures import ClipFormat
 from bench.data.decode import read_frames
 from bench.data.prepare import EncodeSettings
 from bench.data.synthetic import write_video
@@ -38,7 +39,7 @@ def test_benchmark_record(tmp_path):
     out = tmp_path / "perf" / "data_loader_test.json"
     record = run_benchmark(workers=1, videos=2, clips=6, batch_size=2, tag="test", out=out, rounds=1,
                            spec=ClipSpec(num_frames=4, stride=4, input_size=32, short_side_range=(32, 36)),
-                           fmt=ClipFormat(width=96, height=64, fps=10, seconds=2),
+                           fmt=ClipFormat(width=96, height=64, fps=10, seconds=(2, 2)),
                            prepared=EncodeSettings(short_side=64), work_dir=tmp_path, cpu_clips=4)
     saved = json.loads(out.read_text())
     assert saved["tag"] == "test" and saved["workers"] == 1 and saved["cpu_count"] >= 1

@@ -22,7 +22,7 @@ import platform
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -36,48 +36,13 @@ from bench.atomic import atomic_write
 
 from .dataset import VideoDataset, build_loader
 from .decode import FrameCache, VideoDecodeError
+from .fixtures import ClipFormat, write_moving_clip
 from .listfile import DatasetIndex, VideoEntry
 from .prepare import EncodeSettings, reencode
 from .spec import ClipSpec
 
 
-@dataclass(frozen=True)
-class ClipFormat:
-    width: int = 454
-    height: int = 340
-    fps: int = 30
-    seconds: int = 10
-    codec: str = "libx264"
-    crf: int = 23
-
-
-def write_kinetics_like_clip(path: Path, seed: int, fmt: ClipFormat = ClipFormat()) -> None:
-    """A camera pan over a detailed random scene with sensor-like grain: realistic h264 bitrate and
-    decode cost (a flat synthetic frame would decode unrealistically fast)."""
-    rng = np.random.default_rng(seed)
-    frames = fmt.fps * fmt.seconds
-    pan = frames  # one pixel per frame
-    scene_shape = (fmt.height + pan, fmt.width + pan)
-    scene = np.zeros((*scene_shape, 3), np.float32)
-    for cells, weight in ((6, 80), (24, 40), (96, 30), (200, 25)):  # octaves of blocky noise, bilinearly smoothed
-        coarse = rng.uniform(-1, 1, (cells + 1, cells + 1, 3)).astype(np.float32)
-        ys = np.linspace(0, cells, scene_shape[0])
-        xs = np.linspace(0, cells, scene_shape[1])
-        y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
-        fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-        top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
-        bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
-        scene += weight * (top * (1 - fy) + bottom * fy)
-    scene += 128
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(fmt.codec, rate=fmt.fps)
-        stream.width, stream.height, stream.pix_fmt = fmt.width, fmt.height, "yuv420p"
-        stream.options = {"crf": str(fmt.crf)}
-        for t in range(frames):
-            frame = scene[t // 2:t // 2 + fmt.height, t:t + fmt.width] + rng.normal(0, 4, (fmt.height, fmt.width, 1))
-            image = np.clip(frame, 0, 255).astype(np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+BENCH_FORMAT = ClipFormat(width=454, height=340)  # 340p short side, 10 s, 30 fps, x264 defaults
 
 
 def read_frames_decode_all(path: Path, choose: Callable[[int], np.ndarray],
@@ -146,12 +111,12 @@ def compare(suite: dict, reference: dict, what: str) -> dict:
 
 def _file_stats(paths: list[Path], fmt: ClipFormat) -> dict:
     return {"frames": len(decord.VideoReader(str(paths[0]))),
-            "mbit_per_s": round(sum(os.path.getsize(p) for p in paths) * 8 / len(paths) / fmt.seconds / 1e6, 3)}
+            "mbit_per_s": round(sum(os.path.getsize(p) for p in paths) * 8 / len(paths) / fmt.seconds[0] / 1e6, 3)}
 
 
 def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, tag: str | None = None,
                   out: Path | None = None, rounds: int = 3, spec: ClipSpec = ClipSpec(),
-                  fmt: ClipFormat = ClipFormat(), prepared: EncodeSettings = EncodeSettings(),
+                  fmt: ClipFormat = BENCH_FORMAT, prepared: EncodeSettings = EncodeSettings(),
                   work_dir: Path | None = None, cpu_clips: int = 32) -> dict:
     """Both loaders on the written clips and on their ``prepare``d copies; save and return the record.
 
@@ -166,7 +131,7 @@ def run_benchmark(workers: int, videos: int, clips: int, batch_size: int = 4, ta
         original = [Path(folder, "original", f"clip{i}.mp4") for i in range(videos)]
         original[0].parent.mkdir()
         for i, path in enumerate(original):
-            write_kinetics_like_clip(path, seed=i, fmt=fmt)
+            write_moving_clip(path, seed=i, fmt=fmt)
         file_sets = {"original": original,
                      "prepared": [Path(folder, "prepared", path.name) for path in original]}
         for source, target in zip(original, file_sets["prepared"]):
