@@ -75,7 +75,7 @@ def test_stopped_run_resumes_at_its_last_step_and_ends_as_an_uninterrupted_run(s
 def test_a_job_runs_torch_on_its_cpus_per_task(slurm_cluster, tmp_path, world_cache, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(world_cache))
     profile = tmp_path / "two-cpus.yaml"
-    profile.write_text("partition: test\ntime_min: 10\ngpus_per_node: 1\ncpus_per_gpu: 2\nmem_gb: 1\n")
+    profile.write_text("partition: test\ntime_min: 10\ngpus_per_node: 1\ncpus_per_gpu: 2\nmem_gb: 1\ndevice: cpu\n")
     results = tmp_path / "results"
     assert main(["--datasets", "synth_motion", "--methods", "linear_probe", "--backbone", "vit_tiny_test",
                  "--weights", "random", "--recipe", "synth", "--seeds", "1", "--epochs", "1", "--batch-size", "64",
