@@ -148,6 +148,14 @@ def recipe_for(dataset: str, args: argparse.Namespace) -> RecipeConfig:
     return recipe.with_overrides(**overrides)
 
 
+def normalised_for(recipe: RecipeConfig, backbone) -> RecipeConfig:
+    """The recipe with the backbone's input normalisation: the statistics belong to the weights
+    (CLIP's for CLIP and the synthetic ViT, 0.5/0.5 for timm's augreg ViTs), and the recorded recipe
+    says what the frames were normalised with."""
+    clip = dataclasses.replace(recipe.clip, mean=tuple(backbone.mean), std=tuple(backbone.std))
+    return recipe if clip == recipe.clip else dataclasses.replace(recipe, clip=clip)
+
+
 def default_weights(backbone: str, weights: str | None) -> str | None:
     if weights is None and backbone == "synth_vit":
         from bench.engine.pretrain import DEFAULT
@@ -179,7 +187,7 @@ def plan(args: argparse.Namespace, device_type: str) -> list[RunConfig]:
     roots = parse_roots(args.root, datasets)
     runs = []
     for dataset in datasets:
-        recipe = recipe_for(dataset, args)
+        recipe = normalised_for(recipe_for(dataset, args), backbone_cfg)
         if recipe.clip.input_size != backbone_cfg.img_size:
             raise BenchInputError(f"recipe {recipe.name!r} feeds {recipe.clip.input_size} px frames but backbone "
                                   f"{backbone!r} takes {backbone_cfg.img_size} px; pick a matching --recipe")

@@ -21,7 +21,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.G
 # The pixel statistics the weights were trained with: frames are normalised by the backbone's own.
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)  # timm's augreg ViTs
-INTERPOLATIONS = ("bicubic", "bilinear")
+INTERPOLATIONS = ("bicubic",)  # the suite's CPU and GPU resizes implement Pillow's bicubic filter
 
 
 class BackboneError(ValueError):

@@ -155,3 +155,13 @@ def test_every_missing_dataset_root_is_named_at_once(isolated, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "2 datasets are not found" in err and "k400: no root given" in err and "ssv2: no root given" in err
+
+
+def test_frames_are_normalised_with_the_backbones_statistics(isolated, capsys):
+    from bench.config import RECIPES
+    from bench.grid import normalised_for
+    from methods import get_backbone_config
+    clip_recipe = normalised_for(RECIPES["k400"], get_backbone_config("clip_vit_b16"))
+    augreg = normalised_for(RECIPES["k400"], get_backbone_config("vit_b16_in21k"))
+    assert clip_recipe is RECIPES["k400"]  # CLIP's statistics are the recipe's default
+    assert augreg.clip.mean == augreg.clip.std == (0.5, 0.5, 0.5) and augreg.name == "k400"
