@@ -116,7 +116,7 @@ def test_a_run_saved_mid_interval_resumes_with_the_same_curve_points(tmp_path, d
 
     def stop(step):
         if step == 3:
-            STOPS.signum = signal.SIGUSR2  # what the handler notes when SLURM stops a job
+            STOPS.note(signal.SIGUSR2)  # what the handler notes when SLURM stops a job
         if step == 4:
             raise Interrupt  # killed before the interval ends
 

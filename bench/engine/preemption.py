@@ -8,6 +8,10 @@ is saved from the handler itself: the handler records the request, the training 
 the next step boundary (saving the run's checkpoint there, at most one step later), and only then is
 the job's original handler called (submitit's requeue for SIGUSR2; for SIGTERM the process waits to
 be killed, so it neither reports itself finished nor trains on).
+
+Both signals can come together, in either order (submitit's simulated preemption sends SIGTERM, then
+SIGUSR2): SIGUSR2 wins, since only its handler requeues the job, even when it arrives while the
+process already waits to be killed.
 """
 from __future__ import annotations
 
@@ -27,41 +31,48 @@ class StopRequests:
     """Stop signals noted by a handler, taken at the next safe point of the job's main loop."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
-        self._frame: FrameType | None = None
+        self._pending: dict[int, FrameType | None] = {}
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         """Catch the stop signals in this (main) thread, keeping the handlers already there (submitit's)."""
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._note)
+            signal.signal(signum, self.note)
 
-    def _note(self, signum: int, frame: FrameType | None) -> None:
+    def note(self, signum: int, frame: FrameType | None = None) -> None:
+        """The handler: remember the request; the loop acts on it at its next step boundary."""
         log.warning("caught %s: the run saves at its next step boundary and stops", signal.Signals(signum).name)
-        self.signum, self._frame = signum, frame
+        self._pending[signum] = frame
 
     @property
     def pending(self) -> bool:
-        return self.signum is not None
+        return bool(self._pending)
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "nothing"
+        return "+".join(signal.Signals(signum).name for signum in sorted(self._pending)) or "nothing"
 
     def honour(self, save: Callable[[], None] | None) -> None:
-        """Save (if a run is in progress), then hand the signal to the handler that was there before."""
-        signum, frame = self.signum, self._frame
-        self.signum = self._frame = None
+        """Save (if a run is in progress), then hand the stop to the handler that was there before."""
         if save is not None:
             save()
+        if signal.SIGTERM in self._pending and signal.SIGUSR2 not in self._pending:
+            self._call_previous(signal.SIGTERM)
+            log.warning("saved; waiting for SLURM to stop the job")
+            deadline = time.monotonic() + KILL_WAIT_S
+            while signal.SIGUSR2 not in self._pending:  # a requeue request may still come
+                if time.monotonic() > deadline:
+                    raise SystemExit(1)
+                time.sleep(0.1)
+        self._call_previous(signal.SIGUSR2)  # submitit: checkpoint the job, requeue it, exit
+
+    def _call_previous(self, signum: int) -> None:
+        frame = self._pending.pop(signum, None)
+        self._pending.pop(signal.SIGTERM, None)
         previous = self._previous.get(signum)
         if callable(previous):
-            previous(signum, frame)  # submitit: checkpoint the job, requeue it, exit
-        if signum == signal.SIGTERM:
-            log.warning("saved; waiting for SLURM to stop the job")
-            time.sleep(KILL_WAIT_S)
-            raise SystemExit(1)
+            previous(signum, frame)
 
 
 STOPS = StopRequests()
