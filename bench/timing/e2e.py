@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.config import RANDOM_WEIGHTS, RunConfig, default_recipe
+from bench.config import RANDOM_WEIGHTS, RunConfig, default_recipe, effective_precision
 from bench.data.fixtures import KINETICS_FORMAT, SSV2_FORMAT, ClipFormat, FixtureConfig, ensure_fixture
 from bench.data.prepare import EncodeSettings
 from bench.engine import Execution, execute_run
@@ -199,7 +199,8 @@ def run_e2e(fmt: str, method: str, spec: E2ESpec, cache: Path, results: Path,
     recipe = recipe_for(dataset, spec)
     case = case_for(method, dataset)
     cfg = RunConfig(method=method, dataset=dataset, backbone=spec.backbone, recipe=recipe, seed=0,
-                    weights=RANDOM_WEIGHTS, method_options=case.options, data_root=str(root))
+                    weights=RANDOM_WEIGHTS, method_options=case.options, data_root=str(root),
+                    precision=effective_precision(recipe.precision, spec.device))
     sampler = Sampler(device)
     window: dict[str, Any] = {}
 
