@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-baselines", action="store_true",
                         help="derive the baselines from the records in --results (with their probes from "
                              "the current code), write them to the baselines file and exit")
-    parser.add_argument("--drift", type=Path, default=None, metavar="DIR",
-                        help="with --write-baselines: records of the same configurations under another "
-                             "environment (e.g. results/drift/torch-2.15.0), to calibrate the tolerance")
+    parser.add_argument("--drift", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="with --write-baselines: results folders of the same configurations, each "
+                             "under another environment (e.g. results/drift/torch-2.15.0 "
+                             "results/drift/isa-default), to calibrate the tolerance")
     return parser
 
 
@@ -76,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     baselines_path = args.baselines or args.committed / BASELINES_NAME
     records = load_records(args.results)
     if args.write_baselines:
-        drift = load_records(args.drift) if args.drift else []
-        bset = derive(records, drift, drift_source=str(args.drift) if args.drift else None)
+        bset = derive(records, {str(folder): load_records(folder) for folder in args.drift})
         write_baselines(baselines_path, bset)
         worst = bset.calibration.get("max_abs_drift_z")
         print(f"wrote {len(bset.baselines)} baselines to {baselines_path}"

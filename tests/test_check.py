@@ -145,6 +145,32 @@ def test_a_shared_environment_shift_widens_the_tolerance(committed: Path, tmp_pa
     assert gate(drift, committed) == 0
 
 
+def test_drift_of_several_environments_is_pooled(committed: Path, tmp_path: Path):
+    """Two measured environments, one seed each: each one's drift is listed, the shared part pooled."""
+    envs = []
+    for name, shift, digest in (("torch", 0.0, "env-a"), ("isa", -4.0, "env-b")):
+        folder = fresh_records(tmp_path, committed, lambda r, shift=shift: dataclasses.replace(r, top1=r.top1 + shift),
+                                {"digest": digest})
+        kept = tmp_path / name
+        for record in load_records(folder):
+            if record.seed == 0:
+                write_record(kept, record)
+        envs.append(str(kept))
+    out = tmp_path / "calibrated.json"
+    assert check.main(["--results", str(committed), "--baselines", str(out), "--write-baselines",
+                       "--drift", *envs]) == 0
+    calibration = load_baselines(out).calibration
+    assert calibration["drift_sources"] == sorted(envs)
+    assert sorted({d["environment"] for d in calibration["drift"]}) == sorted(envs)
+    assert len(calibration["drift"]) == 8 and all(d["n"] == 1 for d in calibration["drift"])
+    # seed 0 of each configuration is its minimum; sigma^2 = 31/12 as above (one-seed groups add no df)
+    sigma2 = 31 / 12
+    deltas = [d["delta"] for d in calibration["drift"]]
+    excess = [delta ** 2 - sigma2 * (1 / 3 + 1) for delta in deltas]
+    assert calibration["environment_sigma"] == pytest.approx(max(0.0, sum(excess) / len(excess)) ** 0.5, abs=1e-3)
+    assert calibration["environment_sigma"] > 0
+
+
 def test_deterministic_facts_fail_in_either_mode(committed: Path, tmp_path: Path, capsys):
     def change(r: RunRecord) -> RunRecord:
         if _is(r, "st_adapter", "synth_appearance"):

@@ -153,30 +153,34 @@ def _pooled_variance(samples: Sequence[Sequence[float]]) -> tuple[float, int]:
 
 
 def calibrate(baseline_groups: dict[Key, list[RunRecord]],
-              drift_groups: dict[Key, list[RunRecord]]) -> tuple[dict[Key, float], dict[str, Any]]:
-    """sigma per configuration, and the calibration facts (drift per configuration, its z-scores)."""
-    per_key = {k: [[r.top1 for r in runs], [r.top1 for r in drift_groups.get(k, [])]]
-               for k, runs in baseline_groups.items()}
+              environments: dict[str, dict[Key, list[RunRecord]]]) -> tuple[dict[Key, float], dict[str, Any]]:
+    """sigma per configuration, and the calibration facts (drift per environment and configuration,
+    its z-scores). ``environments`` maps a name to the records of the same configurations there."""
+    base = {k: [r.top1 for r in runs] for k, runs in baseline_groups.items()}
+    other = {(env, k): [r.top1 for r in runs] for env, groups in environments.items()
+             for k, runs in groups.items() if k in base}
+    samples = {k: [b] + [o for (_, ko), o in other.items() if ko == k] for k, b in base.items()}
     task_variance = {}
-    for dataset in sorted({k[1] for k in per_key}):
-        task_variance[dataset] = _pooled_variance([s for k, v in per_key.items() if k[1] == dataset for s in v])[0]
+    for dataset in sorted({k[1] for k in base}):
+        task_variance[dataset] = _pooled_variance([s for k, v in samples.items() if k[1] == dataset for s in v])[0]
     sigmas = {}
-    for key, samples in per_key.items():
-        own, df = _pooled_variance(samples)
+    for key, groups in samples.items():
+        own, df = _pooled_variance(groups)
         variance = (df * own + PRIOR_WEIGHT * task_variance[key[1]]) / (df + PRIOR_WEIGHT)
         sigmas[key] = max(math.sqrt(variance), SIGMA_FLOOR)
-    # Method of moments: E[delta^2] = sigma^2 (1/n_a + 1/n_b) + environment_sigma^2 for each configuration.
-    moved = {k: (base, other) for k, (base, other) in per_key.items() if other}
-    excess = [(statistics.fmean(o) - statistics.fmean(b)) ** 2 - sigmas[k] ** 2 * (1 / len(b) + 1 / len(o))
-              for k, (b, o) in moved.items()]
+    # Method of moments: E[delta^2] = sigma^2 (1/n_a + 1/n_b) + environment_sigma^2 for each
+    # configuration of each measured environment.
+    excess = [(statistics.fmean(o) - statistics.fmean(base[k])) ** 2 - sigmas[k] ** 2 * (1 / len(base[k]) + 1 / len(o))
+              for (_, k), o in other.items()]
     env_sigma = math.sqrt(max(0.0, statistics.fmean(excess))) if excess else 0.0
     drift = []
-    for key, (base, other) in moved.items():
-        delta = statistics.fmean(other) - statistics.fmean(base)
-        drift.append({"config": describe_key(key), "baseline_mean": round(statistics.fmean(base), 4),
-                      "drift_mean": round(statistics.fmean(other), 4), "delta": round(delta, 4),
+    for (env, key), values in sorted(other.items()):
+        delta = statistics.fmean(values) - statistics.fmean(base[key])
+        drift.append({"environment": env, "config": describe_key(key), "n": len(values),
+                      "baseline_mean": round(statistics.fmean(base[key]), 4),
+                      "drift_mean": round(statistics.fmean(values), 4), "delta": round(delta, 4),
                       "sigma": round(sigmas[key], 4),
-                      "z": round(delta / standard_error(sigmas[key], len(base), len(other), env_sigma), 3)})
+                      "z": round(delta / standard_error(sigmas[key], len(base[key]), len(values), env_sigma), 3)})
     facts = {"k_sigmas": K_SIGMAS, "prior_weight": PRIOR_WEIGHT, "sigma_floor": SIGMA_FLOOR,
              "environment_sigma": round(env_sigma, 4),
              "dataset_sigma": {d: round(math.sqrt(v), 4) for d, v in task_variance.items()},
@@ -189,18 +193,19 @@ def standard_error(sigma: float, n_fresh: int, n_baseline: int, environment_sigm
     return math.sqrt(sigma ** 2 * (1 / n_fresh + 1 / n_baseline) + environment_sigma ** 2)
 
 
-def derive(records: Sequence[RunRecord], drift: Sequence[RunRecord] = (),
-           drift_source: str | None = None) -> BaselineSet:
-    """Baselines from trusted records, sigma calibrated on ``drift`` (records of the same configurations
-    under another environment), probes computed from the current code."""
+def derive(records: Sequence[RunRecord], drift: dict[str, Sequence[RunRecord]] | None = None) -> BaselineSet:
+    """Baselines from trusted records, sigma calibrated on ``drift`` (per environment, named by its
+    folder: records of the same configurations there), probes computed from the current code."""
+    drift = drift or {}
     groups = group(records)
-    sigmas, facts = calibrate(groups, group(drift))
+    sigmas, facts = calibrate(groups, {env: group(runs) for env, runs in drift.items()})
     if drift:
-        prints = sorted({r.fingerprint.get("digest", "none") for r in drift})
-        facts["drift_source"] = drift_source
-        facts["drift_fingerprints"] = prints
-        facts["drift_packages"] = sorted({json.dumps(r.fingerprint.get("packages", {}), sort_keys=True)
-                                          for r in drift})
+        facts["drift_sources"] = sorted(drift)
+        facts["drift_environments"] = {
+            env: {"fingerprints": sorted({r.fingerprint.get("digest", "none") for r in runs}),
+                  "packages": sorted({json.dumps(r.fingerprint.get("packages", {}), sort_keys=True) for r in runs}),
+                  "cpu": sorted({json.dumps(r.fingerprint.get("cpu", {}), sort_keys=True) for r in runs})}
+            for env, runs in sorted(drift.items())}
     baselines, data_probes = [], {}
     for key, runs in groups.items():
         first = runs[0]

@@ -4,7 +4,8 @@ The intervals over videos and the paired tests need, for every validation video,
 its label and what the model predicted; the tables need none of it. So the record stays small and the
 rows live beside it in ``runs/<record stem>.predictions.npz``: per video its id (see
 ``DatasetIndex.video_ids``: never an absolute path), its listed label, the index of the video actually
-evaluated (a broken video is replaced by the next readable one, as in training) and the top-k classes
+read (a broken video's stand-in, the next readable one: such a row is marked replaced and left out of
+every statistic) and the top-k classes
 with their probabilities, in dataset order. The record holds the file's sha256 and the
 validation-list hash; the file holds the record's config hash and the same list hash. A loader that
 finds any of them disagreeing refuses the pair, naming both files.
