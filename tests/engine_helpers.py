@@ -23,6 +23,14 @@ TINY_RECIPE = dataclasses.replace(SYNTH, name="tiny", epochs=3, warmup_epochs=1,
                                   clip=TINY_CLIP, method_lr=False)
 
 
+def generated_tiny_world(root: Path) -> Path:
+    """``root`` with the tiny world's videos written, so that the tests' jobs only read them."""
+    from bench.data import build_dataset
+    cfg = tiny_run(root)
+    build_dataset(cfg.dataset, "train", cfg.recipe.clip, True, root=root, synth=cfg.synth)
+    return root
+
+
 def tiny_run(data_root: Path, method: str = "st_adapter", seed: int = 0, **recipe_changes) -> RunConfig:
     """A tiny run planned, as bench.run plans it, for this machine's device."""
     options = {"width": 16} if method in ("st_adapter", "adapter") else {}

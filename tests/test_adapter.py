@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods import MethodConfigError, build_model, make_method_config
-from tests.method_helpers import HEAD, TINY, clip_b16_trainable, tiny_model, video
+from methods import MethodConfigError, make_method_config
+from tests.method_helpers import HEAD, clip_b16_trainable, tiny_model, video
 
 
 @pytest.mark.parametrize("num_classes", [400, 174])
@@ -56,7 +56,3 @@ def test_invalid_options(options, message):
         make_method_config("adapter", **options)
 
 
-def test_more_layers_than_blocks():
-    with pytest.raises(MethodConfigError, match=r"adapter: option num_layers=5 is invalid: backbone "
-                                                 r"'vit_tiny_test' has only 4 blocks"):
-        build_model("adapter", TINY, 5, 4, random_init=True, method_options={"num_layers": 5})

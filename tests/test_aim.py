@@ -134,14 +134,9 @@ def test_final_norm_pooled_is_the_shared_head():
         assert not torch.allclose(model(clip), model.head(model.encoder.norm(cls.mean(1))))
 
 
-def test_frames_interact_and_reversal_changes_logits():
+def test_declares_that_its_frames_interact():
+    """So test_methods.test_frame_order_as_declared requires its logits to change with reversed frames."""
     assert make_method_config("aim").frames_interact
-    torch.manual_seed(0)
-    model = tiny_model("aim").double().eval()
-    randomise_trainable(model, torch.Generator().manual_seed(1))
-    clip = video(dtype=torch.float64)
-    with torch.no_grad():
-        assert (model(clip.flip(2)) - model(clip)).abs().max() > 1e-6
 
 
 def test_built_for_its_number_of_frames():

@@ -96,12 +96,8 @@ def test_evaluation_counts_every_video_exactly_once_across_ranks(world, tmp_path
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from bench.data import build_dataset
-    from tests.engine_helpers import tiny_run
-    root = tmp_path_factory.mktemp("synth-cache")
-    cfg = tiny_run(root)
-    build_dataset(cfg.dataset, "train", cfg.recipe.clip, True, root=root, synth=cfg.synth)  # generate once
-    return root
+    from tests.engine_helpers import generated_tiny_world
+    return generated_tiny_world(tmp_path_factory.mktemp("synth-cache"))
 
 
 @pytest.mark.gpu

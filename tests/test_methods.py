@@ -192,6 +192,13 @@ def test_final_norm_per_frame_is_the_mean_of_normalised_frames():
 
 # ------------------------------------------------------------------------------------ bad input
 
+@pytest.mark.parametrize("method", ["adapter", "st_adapter", "temporal_attention"])
+def test_more_layers_than_blocks(method):
+    with pytest.raises(MethodConfigError, match=rf"{method}: option num_layers=5 is invalid: backbone "
+                                                 r"'vit_tiny_test' has only 4 blocks"):
+        build_model(method, TINY, 5, 4, random_init=True, method_options={"num_layers": 5})
+
+
 def test_unknown_method():
     with pytest.raises(UnknownMethodError, match=r"unknown method 'st-adapter'; choose one of "
                                                  r".*'st_adapter'.*load_method_file"):

@@ -11,7 +11,7 @@ from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
 from bench.launch.submit import LaunchOptions, launch
 from bench.store.records import find_record, load_records, write_record
-from tests.engine_helpers import assert_ddp_matches_single, tiny_run
+from tests.engine_helpers import assert_ddp_matches_single, generated_tiny_world, tiny_run
 from tests.record_factory import make_record
 
 pytestmark = pytest.mark.slow
@@ -22,11 +22,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth-cache")
-    from bench.data import build_dataset
-    cfg = tiny_run(root)
-    build_dataset(cfg.dataset, "train", cfg.recipe.clip, True, root=root, synth=cfg.synth)  # generate once
-    return root
+    return generated_tiny_world(tmp_path_factory.mktemp("synth-cache"))
 
 
 def test_job_array_reports_the_failing_job_and_finishes_the_others(tmp_path, data_root, capsys):

@@ -43,10 +43,6 @@ def test_video_cls_must_be_a_bool():
         build_model("temporal_attention", TINY, 5, 4, random_init=True, method_options={"video_cls": 1})
 
 
-def test_more_layers_than_blocks():
-    with pytest.raises(MethodConfigError, match=r"temporal_attention: option num_layers=5 is invalid: "
-                                                 r"backbone 'vit_tiny_test' has only 4 blocks"):
-        build_model("temporal_attention", TINY, 5, 4, random_init=True, method_options={"num_layers": 5})
 
 
 def test_video_cls_attention_averages_the_cls_update_over_the_clip():

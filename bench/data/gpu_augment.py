@@ -256,7 +256,7 @@ def apply_rand_augment(x: torch.Tensor, sizes: list[list[int]], ops: list[list[O
         for i, clip_ops in enumerate(ops):
             if position < len(clip_ops):
                 groups.setdefault(clip_ops[position][0], []).append(i)
-        for name, members in groups.items():
+        for name in groups:
             if name not in (*LUT_OPS, *HISTOGRAM_OPS, *AFFINE_OPS, *BLEND_OPS):
                 raise NotImplementedError(f"RandAugment op {name!r} has no tensor version (the 'inc1' set does)")
         _luts(x, sizes, ops, position, groups)

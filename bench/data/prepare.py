@@ -125,7 +125,7 @@ def prepare(dataset: str, root: str | Path | None, out: Path, splits: tuple[str,
             log.append(result)
     copy_annotations(base, out)
     if dataset == "list":
-        for split, index in indices.items():
+        for index in indices.values():
             entries = [VideoEntry(prepared_path(e, base, out), e.label) for e in index.entries]
             write_list(out / index.annotation.name, entries, root=out)
     failed = {path: r["error"] for path, r in log.done.items() if not r["ok"]}

@@ -68,8 +68,8 @@ class StopRequests:
         self._call_previous(signal.SIGUSR2)  # submitit: checkpoint the job, requeue it, exit
 
     def _call_previous(self, signum: int) -> None:
-        frame = self._pending.pop(signum, None)
-        self._pending.pop(signal.SIGTERM, None)
+        frame = self._pending.get(signum)
+        self._pending.clear()  # one stop, whichever signals asked for it
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)

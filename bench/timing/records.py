@@ -39,16 +39,19 @@ def record(m: Measurement, setting: Setting, spec: BenchSpec, env: dict[str, Any
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def format_table(results: list[Measurement]) -> str:
     header = ("| setting | method | trainable | step ms (p10-p90) | clips/s | peak GiB | eval clips/s "
               "| step / full_ft | memory / full_ft |")
     lines = [header, "|" + "---|" * 9]
     for m in results:
-        ratio = lambda r: "—" if r is None else f"{r:.2f}"  # noqa: E731
         lines.append(f"| {m.setting} | {m.label} | {m.params_trainable:,} | {m.step_ms:.1f} "
                      f"({m.step_ms_p10:.1f}-{m.step_ms_p90:.1f}) | {m.clips_per_s:.0f} | {m.peak_gib:.2f} "
-                     f"| {m.eval_clips_per_s:.0f} | {ratio(m.step_ratio_to_full_ft)} "
-                     f"| {ratio(m.memory_ratio_to_full_ft)} |")
+                     f"| {m.eval_clips_per_s:.0f} | {_ratio(m.step_ratio_to_full_ft)} "
+                     f"| {_ratio(m.memory_ratio_to_full_ft)} |")
     return "\n".join(lines) + "\n"
 
 
