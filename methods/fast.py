@@ -1,14 +1,17 @@
 """Model-level speed and memory changes that keep the function a model computes.
 
 Applied after ``build_model`` (after loading weights, and after counting: counts are of the plain
-model), on CUDA, by ``apply_fast_paths``; nothing reads a global switch, so the plain modules are the
-reference forward everywhere else (CPU runs, probes, counting). Every method alike:
+model) by ``apply_fast_paths``, for the device a model trains on: all of them on CUDA, the patch
+embedding alone on a CPU. Nothing reads a global switch, so the plain modules are the reference
+forward everywhere else (probes, counting). Every method alike:
 
 * ``fuse_activations``: every QuickGELU becomes ``FusedQuickGELU`` (one kernel per direction, saves
   only its input).
 * ``pack_attention_grads``: attention splits q, k, v so that the backward writes the qkv gradient
   in the layout the qkv linear reads (no concatenate-then-copy per block).
-* ``patch_embed_as_matmul``: the stride-16 patch convolution as one matrix product.
+* ``patch_embed_as_matmul``: the stride-p patch convolution as one matrix product (on a CPU too:
+  without oneDNN, which the portable numerics profile turns off, the convolution runs ATen's
+  im2col path forward and backward; as one GEMM the synthetic suite's training step took 0.75x).
 * ``use_fast_adapters``: bottleneck adapters run fc1/fc2 over every row (no strided copy of the
   patch rows, no ``torch.cat``) and their temporal conv as one Triton kernel per direction.
 
@@ -205,9 +208,11 @@ def recompute_frozen_mlps(model: nn.Module) -> int:
 
 FAST_PATHS = {"fused_quick_gelu": fuse_activations, "packed_attention_grads": pack_attention_grads,
               "matmul_patch_embed": patch_embed_as_matmul, "fast_adapters": use_fast_adapters}
+CPU_FAST_PATHS = {"matmul_patch_embed": patch_embed_as_matmul}
 
 
-def apply_fast_paths(model: nn.Module) -> list[str]:
-    """Every function-preserving speed-up above, for a model about to train on CUDA; returns the
-    names of those that found something to change (a record lists them)."""
-    return [name for name, apply in FAST_PATHS.items() if apply(model)]
+def apply_fast_paths(model: nn.Module, device_type: str = "cuda") -> list[str]:
+    """Every function-preserving speed-up above that pays on ``device_type``, for a model about to
+    train there; returns the names of those that found something to change (a record lists them)."""
+    paths = FAST_PATHS if device_type == "cuda" else CPU_FAST_PATHS
+    return [name for name, apply in paths.items() if apply(model)]

@@ -233,14 +233,15 @@ def test_native_layer_norm_matches_autocast_layer_norm_rounded_to_bf16():
     assert rel(got, expected) < 1e-2
 
 
-def test_the_engine_counts_the_plain_model_and_applies_no_fast_path_on_cpu(tmp_path):
-    """Counts never depend on which paths run: the engine counts before any swap (CPU: none)."""
+def test_the_engine_counts_the_plain_model_and_applies_only_the_patch_gemm_on_cpu(tmp_path):
+    """Counts never depend on which paths run: the engine counts before any swap (CPU: the patch
+    embedding as one GEMM, which the plain convolution's FLOPs equal)."""
     from bench.engine.build import prepare_model
     from bench.engine.distributed import DistContext
     from tests.engine_helpers import tiny_run
     cfg = tiny_run(tmp_path)
-    _, counts, applied = prepare_model(cfg, 10, DistContext(0, 1, 0, torch.device("cpu")), None)
-    assert applied == []
+    model, counts, applied = prepare_model(cfg, 10, DistContext(0, 1, 0, torch.device("cpu")), None)
+    assert applied == ["matmul_patch_embed"] and isinstance(model.encoder.patch_embed, MatmulPatchEmbed)
     torch.manual_seed(0)
     plain = build_model(cfg.method, cfg.backbone, 10, cfg.recipe.clip.num_frames, random_init=True,
                         method_options=dict(cfg.method_options))

@@ -39,17 +39,16 @@ def build_run_dataset(cfg: RunConfig, split: str, train: bool, device_transforms
 
 def prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext,
                   amp_dtype) -> tuple[nn.Module, Counts | None, list[str]]:
-    """Build, count (the plain model, before any change, on rank 0), move, and on GPU apply the
+    """Build, count (the plain model, before any change, on rank 0), move, and apply the device's
     function-preserving fast paths of ``methods.fast`` (results/perf/NOTES.md measures each); hold
     frozen weights in half precision if the recipe asks (trainable weights stay fp32 under autocast).
-    Returns the model, its counts and the names of the fast paths applied (none on CPU)."""
+    Returns the model, its counts and the names of the fast paths applied."""
     model = build_run_model(cfg, num_classes)
     counts = count_model(model, cfg.recipe.clip.num_frames, cfg.recipe.clip.input_size) if ctx.is_main else None
     model.to(ctx.device)
-    applied = []
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-        applied = fast.apply_fast_paths(model)
+    applied = fast.apply_fast_paths(model, ctx.device.type)
     if cfg.recipe.half_frozen and amp_dtype is not None:
         fast.hold_frozen_in(model, amp_dtype)
         applied.append("frozen_weights_in_" + str(amp_dtype).removeprefix("torch."))

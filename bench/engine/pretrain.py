@@ -27,10 +27,12 @@ from bench.cache import cache_root
 from bench.data.synthetic import make_stills
 from bench.engine.optim import WarmupCosine, make_optimizer
 from bench.engine.seeding import seed_everything
+from bench.numerics import label as numerics_label
 from bench.progress import progress_bar
 from methods import BackboneConfig, FrameEncoder, get_backbone_config
+from methods.fast import apply_fast_paths
 
-PRETRAIN_VERSION = 1  # bump when the training code changes what it produces
+PRETRAIN_VERSION = 2  # bump when the training code changes what it produces (2: patch embedding as a GEMM)
 SCHEME = "pretrain:"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -64,7 +66,10 @@ class PretrainConfig:
     threads: int = 2
 
     def digest(self) -> str:
-        payload = json.dumps({"version": PRETRAIN_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        """Of the config and of the numerics profile the weights are trained under (bench.numerics):
+        weights pre-trained under another profile are other weights."""
+        payload = json.dumps({"version": PRETRAIN_VERSION, "numerics": numerics_label(),
+                              **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     @property
@@ -141,6 +146,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[StillsClassifier, dict]
     images, labels = normalise(stills.images, cfg.backbone), torch.from_numpy(stills.labels)
     train_x, train_y, test_x, test_y = images[held_out:], labels[held_out:], images[:held_out], labels[:held_out]
     model = StillsClassifier(cfg.backbone, len(stills.class_names))
+    apply_fast_paths(model, "cpu")
     steps_per_epoch = len(train_x) // cfg.batch_size
     optimizer = make_optimizer(list(model.named_parameters()), cfg.lr, cfg.weight_decay, (0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -204,7 +204,8 @@ def derive(records: Sequence[RunRecord], drift: dict[str, Sequence[RunRecord]] |
         facts["drift_environments"] = {
             env: {"fingerprints": sorted({r.fingerprint.get("digest", "none") for r in runs}),
                   "packages": sorted({json.dumps(r.fingerprint.get("packages", {}), sort_keys=True) for r in runs}),
-                  "cpu": sorted({json.dumps(r.fingerprint.get("cpu", {}), sort_keys=True) for r in runs})}
+                  "cpu": sorted({json.dumps(r.fingerprint.get("machine", r.fingerprint.get("cpu", {})), sort_keys=True)
+                          for r in runs})}
             for env, runs in sorted(drift.items())}
     baselines, data_probes = [], {}
     for key, runs in groups.items():

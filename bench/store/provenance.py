@@ -138,7 +138,7 @@ def _cpu_facts() -> dict[str, str]:
                 break
     except OSError:
         pass
-    # The widest vector ISA torch's CPU kernels dispatch to (float sums are ordered by it).
+    # The widest vector ISA torch's CPU kernels could dispatch to here, and the one they do.
     facts["isa"] = torch.backends.cpu.get_cpu_capability()
     return facts
 
@@ -149,7 +149,6 @@ def _backend_settings() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "mkldnn": bool(torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()),
     }
     if torch.cuda.is_available():
         settings.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
@@ -160,16 +159,27 @@ def _backend_settings() -> dict[str, Any]:
 
 
 def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
-    """The facts that decide a run's float results, with their digest under "digest"."""
+    """The facts that decide a run's float results, with their digest under "digest".
+
+    Under the portable numerics profile (bench.numerics) every CPU of this kind runs the same kernels,
+    so the digest covers the profile's effective settings and not the CPU: an Intel and an AMD machine
+    with the same lock are one environment. Where the profile does not hold (``BENCH_NUMERICS=native``,
+    or torch loaded before it), the CPU's vendor, model and ISA are part of the digest. The CPU is
+    recorded under "machine" either way."""
+    from bench.numerics import effective
+    machine = _cpu_facts()
+    numerics = effective()
     facts: dict[str, Any] = {
         "lock": lock_digest(), "off_lock": installed_off_lock(), "python": platform.python_version(),
         "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
-        "torch_cuda": torch.version.cuda or "cpu build", "cpu": _cpu_facts(), "backends": _backend_settings(),
+        "torch_cuda": torch.version.cuda or "cpu build", "numerics": numerics, "backends": _backend_settings(),
         "device": "cpu" if device is None else device.type,
     }
+    if not numerics["holds"] or numerics["profile"].startswith("native"):
+        facts["cpu"] = machine
     if device is not None and device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         facts.update(gpu=props.name, gpu_capability=f"{props.major}.{props.minor}",
                      cudnn=torch.backends.cudnn.version())
     blob = json.dumps(facts, sort_keys=True, separators=(",", ":"))
-    return {**facts, "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+    return {**facts, "machine": machine, "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}
