@@ -44,7 +44,7 @@ from methods.fast import (
 from methods.kernels.quick_gelu import FusedQuickGELU, QuickGELUFunction
 from methods.kernels.temporal_conv import temporal_conv
 from methods.temporal_conv import temporal_depthwise_conv
-from tests.method_helpers import tiny_options
+from tests.method_helpers import saved_bytes, tiny_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "vit_tiny_test"
@@ -78,18 +78,6 @@ def outputs_and_grads(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tens
     (logits * weights).sum().backward()
     return logits.detach(), {n: p.grad.clone() for n, p in model.trainable_named_parameters()
                              if p.grad is not None}
-
-
-def saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
 
 
 # -- CPU: the PyTorch side ------------------------------------------------------------------------
