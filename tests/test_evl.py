@@ -123,7 +123,7 @@ def test_forward_is_the_reference_forward(options):
 
 def test_init_is_the_references():
     torch.manual_seed(0)
-    readout = tiny_model("evl").readout
+    readout = build_model("evl", TINY, 5, 4, random_init=True).readout  # the defaults: the K400 model
     assert not readout.query.any()  # the reference defines a N(0, 0.02) init but never calls it
     for layer in readout.layers:
         assert not layer.cross_attention.w1.any() and not layer.cross_attention.w2.any()

@@ -121,7 +121,7 @@ def test_forward_is_the_reference_forward(preset):
 
 def test_init_and_trainable_set():
     torch.manual_seed(0)
-    model = tiny_model("zeroi2v", preset="k400")
+    model = build_model("zeroi2v", TINY, 5, 4, random_init=True, method_options={"preset": "k400"})
     adapters = [m for m in model.modules() if isinstance(m, LinearAdapter)]
     assert len(adapters) == 4 * model.encoder.depth
     for adapter in adapters:
