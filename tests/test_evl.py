@@ -102,7 +102,7 @@ def reference_forward(model: nn.Module, clip: torch.Tensor) -> torch.Tensor:
         attn, xq = layer.attn, layer.norm1(query)
         (wk, wv), (bk, bv) = attn.kv_proj.weight.chunk(2), attn.kv_proj.bias.chunk(2)
         qh = attn.q_proj(xq).view(batch, 1, heads, -1)
-        kh, vh = F.linear(y, wk, bk).view(batch, y.shape[1], heads, -1), F.linear(y, wv, bv).view(batch, y.shape[1], heads, -1)
+        kh, vh = (F.linear(y, w, b).view(batch, y.shape[1], heads, -1) for w, b in ((wk, bk), (wv, bv)))
         aff = torch.einsum("nqhc,nkhc->nqkh", qh / (qh.size(-1) ** 0.5), kh).softmax(dim=-2)
         query = query + attn.out_proj(torch.einsum("nqlh,nlhc->nqhc", aff, vh).flatten(-2))
         query = query + layer.mlp(layer.norm2(query))

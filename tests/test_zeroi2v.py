@@ -97,7 +97,8 @@ def reference_forward(model: nn.Module, clip: torch.Tensor, preset: str) -> torc
         qkv, proj = block.attn.qkv, block.attn.proj
         fc1, fc2 = block.mlp.fc1, block.mlp.fc2
         q, k, v = F.linear(qkv.wrapper.before(block.norm1(x)), qkv.weight, qkv.bias).chunk(3, dim=-1)
-        k, v = (reference_time_shift(t.transpose(0, 1), frames, heads, **CONFIGS[preset]).transpose(0, 1) for t in (k, v))
+        k, v = (reference_time_shift(t.transpose(0, 1), frames, heads, **CONFIGS[preset]).transpose(0, 1)
+                for t in (k, v))
         q, k, v = (t.reshape(batch * frames, n, heads, -1).transpose(1, 2) for t in (q, k, v))
         attn = ((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
         x = x + proj.wrapper.after(F.linear(attn.transpose(1, 2).flatten(2), proj.weight, proj.bias))
