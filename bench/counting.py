@@ -42,6 +42,7 @@ FREE_OPS = (
     "aten::mean", "aten::sum", "aten::pad", "aten::constant_pad_nd", "aten::repeat", "aten::roll",
     "aten::fill_", "aten::zeros_like", "aten::ones_like", "aten::masked_fill", "aten::where",
     "aten::clamp", "aten::pow", "aten::sqrt", "aten::rsqrt", "aten::tanh", "aten::cumsum", "aten::abs",
+    "aten::clone",  # zeroi2v: the head shift writes into a copy of the qkv output
 )
 # Custom autograd functions (fvcore names them prim::PythonOp.<class>) known to be elementwise.
 FREE_PYTHON_OPS = (

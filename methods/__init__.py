@@ -15,6 +15,7 @@ from typing import Any
 from .backbone import (
     BackboneConfig,
     BackboneError,
+    BlockFeatures,
     Branch,
     EncoderSiteError,
     FrameEncoder,
@@ -37,7 +38,7 @@ from .registry import METHOD_FILES_ENV, get_method, list_methods, load_method_fi
 from .weights import export_st_adapter_checkpoint, load_backbone, load_extras, load_init, read_weights
 
 __all__ = [
-    "BackboneConfig", "BackboneError", "Branch", "EncoderSiteError", "FrameEncoder",
+    "BackboneConfig", "BackboneError", "BlockFeatures", "Branch", "EncoderSiteError", "FrameEncoder",
     "METHOD_FILES_ENV", "MethodConfig", "MethodConfigError", "MethodRegistryError", "MethodSpec",
     "UnknownMethodError", "VideoClassifier", "VideoHead", "WeightsError", "build_model",
     "export_st_adapter_checkpoint", "get_backbone_config", "get_method", "last_blocks", "load_init",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from timm.layers import PatchEmbed, QuickGELU
@@ -205,6 +205,15 @@ class EncoderSiteError(ValueError):
     """A method inserted a module where the encoder has no site, or where one already sits."""
 
 
+class BlockFeatures(NamedTuple):
+    """What a side network reads from one block: the residual stream after the block (every token,
+    [B*T, L, C]) and the output of the block's qkv projection ([B*T, L, 3C]: q, k, v side by side,
+    each head's channels contiguous, as the attention splits them)."""
+
+    tokens: torch.Tensor
+    qkv: torch.Tensor
+
+
 class FrameEncoder(nn.Module):
     """A ViT over a batch of frames that returns each frame's CLS token before the final LayerNorm.
 
@@ -223,7 +232,8 @@ class FrameEncoder(nn.Module):
     * projections, per block ``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``:
       ``module(x, linear) -> y`` replaces ``linear(x)`` (keys ``blocks.{i}.attn.qkv.<name>.*``).
 
-    With nothing inserted every site is a parameter-free pass-through.
+    With nothing inserted every site is a parameter-free pass-through. ``block_features`` reads the
+    intermediate features a side network needs (e.g. EVL's decoder) without changing anything.
     """
 
     def __init__(self, cfg: BackboneConfig) -> None:
@@ -338,8 +348,8 @@ class FrameEncoder(nn.Module):
         x = self.patch_embed(frames)
         return torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
 
-    def forward(self, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """frames [B*T, 3, H, W] (frame-major within a clip) -> CLS tokens [B*T, width]."""
+    def block_outputs(self, frames: torch.Tensor, num_frames: int) -> Iterator[torch.Tensor]:
+        """The residual stream after each block, block by block (stop early by leaving the loop)."""
         x = self.norm_pre(self.post_embed(self.embed(frames), num_frames))
         for block, pre_attn, attn, pre_mlp, mlp in zip(self.blocks, self.pre_attn, self.attn_branch,
                                                        self.pre_mlp, self.mlp_branch):
@@ -347,4 +357,39 @@ class FrameEncoder(nn.Module):
             x = x + attn(x, num_frames, Branch(block.norm1, block.attn))
             x = pre_mlp(x, num_frames)
             x = x + mlp(x, num_frames, Branch(block.norm2, block.mlp))
+            yield x
+
+    def forward(self, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """frames [B*T, 3, H, W] (frame-major within a clip) -> CLS tokens [B*T, width]."""
+        for x in self.block_outputs(frames, num_frames):
+            pass
         return x[:, 0]
+
+    def block_features(self, frames: torch.Tensor, num_frames: int,
+                       blocks: Sequence[int]) -> list[BlockFeatures]:
+        """``BlockFeatures`` of each of ``blocks`` (in that order), as the forward computes them.
+
+        The qkv output is read by a forward hook on the projection, held for this call only, so it is
+        what the block's attention really used, whatever wraps the projection or the attention; blocks
+        after the last one asked for are not run.
+        """
+        wanted = [self._block("block_features", b) for b in blocks]
+        if not wanted:
+            raise EncoderSiteError("block_features: name at least one block")
+        qkv: dict[int, torch.Tensor] = {}
+
+        def keep(block: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            qkv[block] = output
+
+        hooks = [self.projection("attn.qkv", i).register_forward_hook(partial(keep, i)) for i in set(wanted)]
+        tokens: dict[int, torch.Tensor] = {}
+        try:
+            for i, x in enumerate(self.block_outputs(frames, num_frames)):
+                if i in wanted:
+                    tokens[i] = x
+                if i == max(wanted):
+                    break
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [BlockFeatures(tokens[i], qkv[i]) for i in wanted]

@@ -148,6 +148,11 @@ class VideoClassifier(nn.Module):
     ``final_norm`` "pooled" (the shared head, every method's default) applies the final LayerNorm
     to the time-averaged CLS; "per_frame" applies it to each frame's CLS before averaging (AIM's
     own head). The two differ because LayerNorm is not linear.
+
+    ``readout``, when a method sets one, replaces that pooling: a module called as
+    ``readout(encoder, frames, num_frames) -> [B, width]`` that runs the encoder itself, for methods
+    whose head reads something else than the frames' CLS tokens (EVL's decoder over the frozen
+    encoder's intermediate features). Its parameters live under ``readout.*``.
     """
 
     def __init__(self, encoder: FrameEncoder, num_classes: int, num_frames: int, method: str,
@@ -160,12 +165,15 @@ class VideoClassifier(nn.Module):
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.final_norm: Literal["pooled", "per_frame"] = "pooled"
+        self.readout: nn.Module | None = None
         self._trainable_names: tuple[str, ...] = ()
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, 3, T, H, W] -> the head's input [B, width]."""
         batch, _, num_frames = video.shape[:3]
         frames = video.transpose(1, 2).flatten(0, 1)
+        if self.readout is not None:
+            return self.readout(self.encoder, frames, num_frames)
         cls = self.encoder(frames, num_frames).view(batch, num_frames, -1)
         if self.final_norm == "per_frame":
             return self.encoder.norm(cls).mean(dim=1)
@@ -191,7 +199,7 @@ class VideoClassifier(nn.Module):
             raise MethodRegistryError(f"method {self.method!r} declared {len(chosen)} trainable "
                                       "parameter(s) that are not part of the model: insert its "
                                       "modules into the encoder (FrameEncoder.set_slot / wrap_branch / "
-                                      "add_parallel / wrap_projection) before returning them")
+                                      "add_parallel / wrap_projection) or set model.readout before returning them")
         self._trainable_names = tuple(names)
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:

@@ -3,6 +3,11 @@ declares for the synthetic recipes (sized for a 64-wide, 4-block ViT), random cl
 trainable counts on CLIP ViT-B/16 built on the meta device."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,3 +47,49 @@ def clip_b16_trainable(method: str, options: dict, num_classes: int, num_frames:
     trainable, _ = model.parameter_counts()
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
     return trainable
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for the backward while ``fn()`` runs."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def assert_bench_eval_reproduces_merged(model: nn.Module, merge: Callable[[nn.Module], nn.Module],
+                                        method_args: Sequence[str], folder: Path) -> None:
+    """Merge a copy of ``model`` (the tiny backbone, 10 classes, 4 frames), write it as users would
+    (the backbone as an image weights file in OpenAI layout, what stays trainable as a checkpoint),
+    evaluate those files with ``bench.eval`` on synth_motion (``method_args`` name the method they
+    are built as) and assert that the predictions are ``model``'s own. Needs $BENCH_CACHE set to the
+    session's synthetic world."""
+    from bench.config import SYNTH, SYNTH_WORLD
+    from bench.data import build_dataset
+    from bench.engine.distributed import DistContext
+    from bench.engine.evaluate import evaluate
+    from bench.eval import main
+    from bench.store.predictions import load_predictions
+    from bench.store.records import load_records
+    from methods.weights import to_openai_visual_state_dict
+
+    model.eval()
+    merged = merge(copy.deepcopy(model))
+    weights, init, results = folder / "merged_visual.pt", folder / "merged_trainable.pt", folder / "results"
+    torch.save(to_openai_visual_state_dict(merged.encoder), weights)
+    torch.save({"trainable": {n: p.detach().clone() for n, p in merged.trainable_named_parameters()}}, init)
+    assert main([*method_args, "--datasets", "synth_motion", "--backbone", TINY, "--recipe", "synth",
+                 "--weights", str(weights), "--init", str(init), "--results", str(results),
+                 "--executor", "debug", "--no-summary"]) == 0
+    [record] = load_records(results)
+    assert record.extra["eval_only"]
+    produced = load_predictions(results, record)
+    val = build_dataset("synth_motion", "val", SYNTH.clip, train=False, synth=SYNTH_WORLD)
+    expected = evaluate(model, val, SYNTH.clip.views, 32, None, DistContext(0, 1, 0, torch.device("cpu")), {})
+    assert (produced.topk_index[:, 0] == expected.topk_index[:, 0]).all()
+    np.testing.assert_allclose(produced.topk_prob, expected.topk_prob, rtol=0, atol=1e-5)

@@ -138,6 +138,33 @@ def test_post_embed_runs_before_norm_pre():
         assert torch.equal(seen["x"], enc.embed(frames()))
 
 
+def test_block_features_read_what_the_forward_computes_and_stop_after_the_last_block():
+    """Each asked-for block's output tokens and its qkv output (the wrapper's, when the projection
+    is wrapped), in the order asked; the blocks after the last one do not run; nothing is left
+    behind (the hooks are gone, the forward is unchanged)."""
+    enc = encoder()
+    enc.wrap_projection("attn.qkv", 1, "probe", Scaled(2.0))
+    ran = []
+    for i, block in enumerate(enc.blocks):
+        block.norm1.register_forward_hook(lambda m, inputs, out, i=i: ran.append(i))
+    with torch.no_grad():
+        tokens, qkv, x = {}, {}, enc.norm_pre(enc.embed(frames()))
+        for i, block in enumerate(enc.blocks):
+            h = block.norm1(x)
+            qkv[i] = block.attn.qkv(h)  # the wrapped projection: 2 x the linear
+            x = x + block.attn(h)
+            x = x + block.mlp(block.norm2(x))
+            tokens[i] = x
+        ran.clear()
+        features = enc.block_features(frames(), 2, [2, 1])
+        assert ran == [0, 1, 2]  # block 3 never ran
+        for feature, i in zip(features, (2, 1)):
+            assert torch.equal(feature.tokens, tokens[i]) and torch.equal(feature.qkv, qkv[i])
+        assert not enc.blocks[1].attn.qkv._forward_hooks and torch.equal(enc(frames(), 2), x[:, 0])
+    with pytest.raises(EncoderSiteError, match=r"block=4 is not a block index"):
+        enc.block_features(frames(), 2, [4])
+
+
 @pytest.mark.parametrize("insert,message", [
     (lambda enc: enc.set_slot("pre_ffn", nn.Identity(), 0), r"no residual-stream slot 'pre_ffn'"),
     (lambda enc: enc.set_slot("post_embed", nn.Identity(), 0), r"no residual-stream slot 'post_embed' \(block=0\)"),

@@ -6,10 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from methods import MethodConfigError, make_method_config
+from methods import MethodConfigError, build_model, make_method_config
 from methods.backbone import WrappedLinear
 from methods.lora import merge
-from tests.method_helpers import HEAD, clip_b16_trainable, randomise_trainable, tiny_model, video
+from tests.method_helpers import (
+    HEAD,
+    TINY,
+    assert_bench_eval_reproduces_merged,
+    clip_b16_trainable,
+    randomise_trainable,
+    tiny_model,
+    video,
+)
 
 
 @pytest.mark.parametrize("num_classes,head", [(400, 307_600), (174, 133_806)])
@@ -92,6 +100,28 @@ def test_merged_model_gives_the_same_logits_in_float64(targets):
     assert {n for n, _ in model.trainable_named_parameters()} == HEAD
     with torch.no_grad():
         torch.testing.assert_close(model(clip), before, rtol=1e-12, atol=1e-12)
+
+
+def test_merged_flops_are_the_image_models():
+    """Counted by bench.counting (fvcore): after merging, the image model's cost exactly."""
+    from bench.counting import count_model
+    torch.manual_seed(0)
+    plain = count_model(tiny_model("linear_probe"), 4, 32)
+    model = tiny_model("lora", preset="qkvo_r16", targets="q,k,v,o,fc1,fc2")
+    unmerged = count_model(model, 4, 32)
+    merged = count_model(merge(model), 4, 32)
+    assert merged.unsupported_ops == {} and unmerged.gflops_per_view > plain.gflops_per_view
+    assert merged.gflops_per_view == pytest.approx(plain.gflops_per_view, rel=0.005)
+
+
+def test_bench_eval_evaluates_a_merged_checkpoint(tmp_path, world_cache, monkeypatch):
+    """A merged LoRA model is an image model plus the head: its backbone written as an image weights
+    file and its head as the checkpoint, bench.eval's linear_probe reproduces the unmerged model."""
+    monkeypatch.setenv("BENCH_CACHE", str(world_cache))
+    torch.manual_seed(5)
+    model = build_model("lora", TINY, 10, 4, random_init=True, method_options={"preset": "qkvo_r16"})
+    randomise_trainable(model, torch.Generator().manual_seed(6))
+    assert_bench_eval_reproduces_merged(model, merge, ["--methods", "linear_probe"], tmp_path)
 
 
 @pytest.mark.parametrize("options,message", [

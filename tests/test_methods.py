@@ -192,7 +192,8 @@ def test_final_norm_per_frame_is_the_mean_of_normalised_frames():
 
 # ------------------------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("method", ["adapter", "st_adapter", "temporal_attention"])
+@pytest.mark.parametrize("method", [m for m in METHODS
+                                    if "num_layers" in get_method(m).config_cls.__dataclass_fields__])
 def test_more_layers_than_blocks(method):
     with pytest.raises(MethodConfigError, match=rf"{method}: option num_layers=5 is invalid: backbone "
                                                  r"'vit_tiny_test' has only 4 blocks"):

@@ -44,7 +44,7 @@ from methods.fast import (
 from methods.kernels.quick_gelu import FusedQuickGELU, QuickGELUFunction
 from methods.kernels.temporal_conv import temporal_conv
 from methods.temporal_conv import temporal_depthwise_conv
-from tests.method_helpers import tiny_options
+from tests.method_helpers import saved_bytes, tiny_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "vit_tiny_test"
@@ -61,7 +61,9 @@ def tiny(method: str = "st_adapter", num_frames: int = 4, **options) -> nn.Modul
     model = build_model(method, TINY, num_classes=5, num_frames=num_frames, random_init=True,
                         method_options=tiny_options(method, **options))
     randomise_zero_parameters(model, torch.Generator().manual_seed(0), std=0.2)
-    model.head.dropout.p = 0.0  # deterministic outputs to compare
+    for module in model.modules():  # deterministic outputs to compare (the head's, a method's own)
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
     return model
 
 
@@ -76,18 +78,6 @@ def outputs_and_grads(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tens
     (logits * weights).sum().backward()
     return logits.detach(), {n: p.grad.clone() for n, p in model.trainable_named_parameters()
                              if p.grad is not None}
-
-
-def saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
 
 
 # -- CPU: the PyTorch side ------------------------------------------------------------------------
@@ -149,7 +139,8 @@ def test_fused_activations_and_recomputed_mlps_keep_outputs_gradients_and_keys(m
                         for i in range(model.encoder.depth))
     video = clip()
     before = outputs_and_grads(model, video)
-    assert fuse_activations(model) == model.encoder.depth
+    activations = sum(type(m) is QuickGELU for m in model.modules())  # the encoder's, a method's own
+    assert fuse_activations(model) == activations >= model.encoder.depth
     recomputed = recompute_frozen_mlps(model)
     assert recomputed == frozen_blocks
     assert sum(isinstance(m, RecomputedMLP) for m in model.modules()) == frozen_blocks
