@@ -108,7 +108,7 @@ def _save(fig, stem: Path) -> list[Path]:
 
     paths = []
     for ext in ("png", "pdf"):
-        paths.append(atomic_write(stem.with_suffix(f".{ext}"), lambda tmp, ext=ext: fig.savefig(
+        paths.append(atomic_write(stem.parent / f"{stem.name}.{ext}", lambda tmp, ext=ext: fig.savefig(
             tmp, format=ext, dpi=DPI, metadata=_NO_METADATA[ext])))
     plt.close(fig)
     return paths
