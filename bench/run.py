@@ -44,6 +44,7 @@ def build_parser(prog: str = "python -m bench.run", description: str = __doc__) 
       --weights ViT-B-16.pt --executor slurm --slurm-profile mycluster
   python -m bench.run --dry-run --methods st_adapter,full_ft --datasets k400,ssv2 --backbone clip_vit_b16
   python -m bench.run --datasets synth_motion --methods st_adapter --seeds 1 --epochs 2   # quick look
+  python -m bench.run --tune lr        # the default suite with every method's lr tuned on a held-out split
 
 A run is named by a hash of (method, options, dataset, backbone, weights, recipe, seed); runs whose
 record already exists under RESULTS/runs are skipped unless --force. Logs and checkpoints live in
