@@ -104,7 +104,8 @@ def test_tuning_dry_run_lists_every_trial_and_writes_nothing(isolated, capsys):
     out = capsys.readouterr().out
     trials = re.findall(r"^synth_motion\s+(linear_probe|full_ft)\s+([01])\s", out, re.M)
     assert sorted(trials) == sorted((m, s) for m in ("linear_probe", "full_ft") for s in "01" for _ in range(3))
-    assert "12 runs" in out and "then the chosen point of each of the 2 configurations" in out and "6 runs" in out
+    assert "12 runs" in out and "the 6 runs of the grid at their declared values" in out
+    assert "for each of the 2 configurations whose sweep chooses another point, 3 more" in out
     assert not (isolated / "results").exists()
 
 

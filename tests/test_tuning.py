@@ -31,8 +31,9 @@ from bench.reporting.generate import generate
 from bench.reporting.inputs import build_report
 from bench.reporting.layout import PLOTS_SUBDIR
 from bench.reporting.plots import plot_stems
+from bench.reporting.summary import method_label
 from bench.store.predictions import load_predictions
-from bench.store.records import RecordError, RunRecord, find_record, load_records, tuning_dir, write_record
+from bench.store.records import RecordError, RunRecord, load_records, tuning_dir, write_record
 from bench.tuning import protocol
 from bench.tuning.plan import TuneRequest, at_point, parse_request, plan_trials
 from bench.tuning.select import PointScore, choose
@@ -71,7 +72,8 @@ def test_the_heldout_split_is_fixed_by_video_id(tmp_path):
     ids = [f"videos/train/{i:06d}" for i in range(200)]
     rest, held = HoldoutSpec(0.1).split(_index(ids, tmp_path / "a"))
     assert len(held.entries) == 20 and len(rest.entries) == 180
-    assert set(held.video_ids()).isdisjoint(rest.video_ids()) and set(held.video_ids()) | set(rest.video_ids()) == set(ids)
+    assert set(held.video_ids()).isdisjoint(rest.video_ids())
+    assert set(held.video_ids()) | set(rest.video_ids()) == set(ids)
     assert held.video_ids() == sorted(held.video_ids())  # each part keeps the list's order
     # another order of the list, another mount point: the same videos are held out
     shuffled = ids[::-1][100:] + ids[::-1][:100]
@@ -107,7 +109,8 @@ def test_every_method_gets_the_same_trials(data_root):
     assert by_method["full_ft"][0].recipe.base_lr != by_method["linear_probe"][0].recipe.base_lr  # its own 0.01
     other_split = plan_trials(runs[:1], request(seeds=(0,), fraction=0.2))
     same_split = plan_trials(runs[:1], request(seeds=(0,)))
-    assert {t.hash() for g in other_split.values() for t in g}.isdisjoint(t.hash() for g in same_split.values() for t in g)
+    hashes = [{t.hash() for g in trials.values() for t in g} for trials in (other_split, same_split)]
+    assert hashes[0].isdisjoint(hashes[1])  # the split is part of a trial's identity
 
 
 def test_a_knob_a_method_does_not_declare_is_refused(data_root):
@@ -124,8 +127,9 @@ def test_a_knob_a_method_does_not_declare_is_refused(data_root):
 
 def _score(step: int, correct: int, seeds=(0, 1), videos: int = 50) -> PointScore:
     point = (KnobPoint("lr", 0.1 * 10 ** (step / 2), 0.1, step),)
-    return PointScore(point=point, label=f"m{step}", seeds=seeds, top1=tuple(100 * correct / len(seeds) / videos for _ in seeds),
-                      correct=correct, videos=videos, diverged=(), files=())
+    top1 = tuple(100 * correct / len(seeds) / videos for _ in seeds)
+    return PointScore(point=point, label=f"m{step}", seeds=seeds, top1=top1, correct=correct, videos=videos,
+                      diverged=(), files=())
 
 
 def test_the_rule_takes_the_best_mean_and_ties_to_the_declared_value():
@@ -247,14 +251,17 @@ def test_the_protocol_runs_trials_then_selects_then_runs_the_choice(tmp_path, da
     for t in trials:  # scored on videos of the training list
         assert set(load_predictions(tuning_dir(results), t).video_ids.tolist()) < train_ids
     finals = load_records(results)
-    assert sorted(r.method for r in finals) == ["linear_probe", "st_adapter"]
+    chosen = {s.chosen.label for s in build_report(results).sweeps}
+    labels = {method_label(r, r.file_name) for r in finals}  # every choice, and every declared configuration
+    assert chosen <= labels and {"linear_probe", "st_adapter[width=16]"} <= labels and len(finals) == len(labels)
     assert all(r.extra["val_videos"] == 10 and r.extra["train_clips"] == 20 for r in finals)
 
     capsys.readouterr()
     monkeypatch.setattr(protocol, "final_runs", real_final_runs)
     assert protocol.tune(args, runs, request(), Execution(progress=False), launch) == 0
     out = capsys.readouterr().out
-    assert "6 of 6 tuning trials already have records" in out and "2 of 2 runs at the chosen points already" in out
+    assert "6 of 6 tuning trials already have records" in out
+    assert f"{len(finals)} of {len(finals)} runs (chosen and declared values) already have records" in out
 
     generate(results)
     text = (results / "README.md").read_text()

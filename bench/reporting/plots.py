@@ -259,7 +259,8 @@ def plot_sensitivity(report: Report, group, stem: Path) -> list[Path]:
                 if pt is sweep.chosen:
                     ax.scatter(pt.value(knob), pt.mean, marker="*", s=220, color=color, edgecolors="black", zorder=3)
                 if pt.declared:
-                    ax.scatter(pt.value(knob), pt.mean, marker="o", s=140, facecolors="none", edgecolors="black", zorder=3)
+                    ax.scatter(pt.value(knob), pt.mean, marker="o", s=140, facecolors="none", edgecolors="black",
+                               zorder=3)
                 if pt.diverged:
                     ax.scatter(pt.value(knob), pt.mean, marker="x", s=80, color="black", zorder=3)
         _log_params_axis(ax)

@@ -248,18 +248,24 @@ _TUNING_CSV_COLUMNS = ("dataset", "backbone", "recipe", "configuration", "point"
                        "chosen", "seeds", "top1_mean", "top1_per_seed", "heldout_videos", "diverged_seeds")
 
 
+def _trials(sweep: Sweep) -> str:
+    seeds = len(sweep.chosen.seeds)
+    return f"{len(sweep.points)} points × {seeds} seed{'s' if seeds > 1 else ''}"
+
+
 def _tuning_section(group: tuple[str, str, str], sweeps: Sequence[Sweep]) -> tuple[list[str], str | None]:
     """The group's sweeps: a Markdown table with the sensitivity figure and notes, and their CSV."""
     if not sweeps:
         return [], None
-    cells = [(s.declared.label, f"{len(s.points)} points × {len(s.chosen.seeds)} seed{'s' if len(s.chosen.seeds) > 1 else ''}", str(s.chosen.videos),
-              " · ".join(point_cell(p, s) for p in s.points), point_text(s.chosen)) for s in sweeps]
+    cells = [(s.declared.label, _trials(s), str(s.chosen.videos), " · ".join(point_cell(p, s) for p in s.points),
+              point_text(s.chosen)) for s in sweeps]
     md = ["Tuning (`bench.run --tune`): held-out top-1, mean over the trial seeds, on a held-out part of the "
           "training list, never the validation set; the chosen point in bold (README, \"Fair tuning\"). The "
           "table's tuning column says whether a configuration is its sweep's choice, at its declared value while "
           "the sweep chose another, or not tuned.", "",
           _table(cells, _TUNING_HEADERS, ("left", "right", "right", "left", "left"), "pipe"),
-          f"![Held-out top-1 against the tuned values, {' · '.join(group)}]({PLOTS_SUBDIR}/{tuning_plot(group)}.png)", ""]
+          f"![Held-out top-1 against the tuned values, {' · '.join(group)}]"
+          f"({PLOTS_SUBDIR}/{tuning_plot(group)}.png)", ""]
     lines = [n for s in sweeps for n in notes(s)]
     md += [f"- {line}" for line in lines] + ([""] if lines else [])
     rows = [(*group, s.declared.label, p.label, " ".join(f"{q.knob}={value_text(q.value)}" for q in p.point),

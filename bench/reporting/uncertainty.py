@@ -136,7 +136,8 @@ def resolve_reference(rows: Sequence[MethodSummary], reference_method: str,
 
 
 def analyse(summaries: Sequence[MethodSummary], records: Mapping[str, RunRecord], results_dir: Path | str,
-            reference_method: str = DEFAULT_REFERENCE_METHOD, preferred: Collection[str] = ()) -> dict[Group, GroupAnalysis]:
+            reference_method: str = DEFAULT_REFERENCE_METHOD,
+            preferred: Collection[str] = ()) -> dict[Group, GroupAnalysis]:
     """Intervals and paired tests of every group, in the summaries' order (``preferred``: see
     ``resolve_reference``)."""
     analysis = {}

@@ -5,7 +5,9 @@
 2. Each configuration's sweep is read back from exactly its planned trials' records and the rule of
    ``bench.tuning.select`` picks its point. Nothing of the validation set has been opened so far.
 3. The chosen configurations run with the grid's seeds into RESULTS and are evaluated on the
-   validation set once, like any other run.
+   validation set once, like any other run; so do the grid's runs at their declared values (the runs
+   the grid has without ``--tune``), so that the tables set the tuned and the declared value side
+   by side where they differ. Where they agree the two are one run.
 
 Records are found by identity at every stage, so the same command run again runs nothing. With
 ``--tuning-from DIR`` stage 1 runs nothing: the trials must already be in DIR/tuning (CI gates the
@@ -74,8 +76,9 @@ def tune(args: argparse.Namespace, runs: Sequence[RunConfig], request: TuneReque
     flat = [t for group in trials.values() for t in group]
     if args.dry_run:
         dry_run(flat, facts)
-        print(f"\nthen the chosen point of each of the {len(trials)} configurations, with the grid's seeds, on "
-              f"the validation set: {len(runs)} runs, those at their declared point the grid's own")
+        print(f"\nthen, on the validation set with the grid's seeds, the {len(runs)} runs of the grid at their "
+              f"declared values and, for each of the {len(trials)} configurations whose sweep chooses another "
+              f"point, {len(runs) // len(trials)} more")
         return 0
     source = args.tuning_from
     folder = tuning_dir(source if source is not None else args.results)
@@ -83,9 +86,10 @@ def tune(args: argparse.Namespace, runs: Sequence[RunConfig], request: TuneReque
         return 1
     sweeps = select(trials, folder)
     print_selection(list(sweeps.values()))
-    finals = final_runs(runs, {key: sweep.chosen.point for key, sweep in sweeps.items()})
+    chosen = final_runs(runs, {key: sweep.chosen.point for key, sweep in sweeps.items()})
+    finals = list({cfg.hash(): cfg for cfg in [*chosen, *runs]}.values())  # a choice at its declared value is one run
     finals = with_data_identity(finals, check_data(finals, dry_run=False))  # the validation lists, from here on
-    missing = launch_missing(finals, args.results, execution, options, what="runs at the chosen points")
+    missing = launch_missing(finals, args.results, execution, options, what="runs (chosen and declared values)")
     if not args.no_summary:
         print_summary(args.results, finals)
     return 1 if missing else 0

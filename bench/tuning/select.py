@@ -21,7 +21,8 @@ from bench.reporting.summary import method_label
 from bench.store.records import RunRecord, is_trial
 from bench.tuning.spec import KnobPoint, TrialSpec
 
-SweepKey = tuple[str, str, str, str, str, tuple[str, ...], float]  # data, backbone, recipe, method, options, knobs, held-out
+# (dataset, backbone, recipe, method, options without the tuned ones, knobs, held-out fraction)
+SweepKey = tuple[str, str, str, str, str, tuple[str, ...], float]
 
 
 class SelectionError(ValueError):
