@@ -213,6 +213,7 @@ def test_a_diverged_trial_is_recorded_and_an_ordinary_run_fails(tmp_path, data_r
 
 # -- The protocol end to end ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_protocol_runs_trials_then_selects_then_runs_the_choice(tmp_path, data_root, monkeypatch, capsys):
     """Tiny real runs: the validation list and videos are absent until the selection is made."""
     world = synthetic_dir("synth_motion", TINY_WORLD, data_root)
@@ -263,6 +264,14 @@ def test_the_protocol_runs_trials_then_selects_then_runs_the_choice(tmp_path, da
     assert "6 of 6 tuning trials already have records" in out
     assert f"{len(finals)} of {len(finals)} runs (chosen and declared values) already have records" in out
 
+    # CI's way: the committed trials select, nothing of the sweep runs again
+    fresh = tmp_path / "fresh"
+    from_committed = argparse.Namespace(dry_run=False, tuning_from=results, results=fresh, no_summary=True)
+    assert protocol.tune(from_committed, runs, request(), Execution(progress=False), launch) == 0
+    assert f"all 6 trials found in {tuning_dir(results)}; running none" in capsys.readouterr().out
+    assert not tuning_dir(fresh).exists()
+    assert sorted(r.config_hash for r in load_records(fresh)) == sorted(r.config_hash for r in finals)
+
     generate(results)
     text = (results / "README.md").read_text()
     assert "| tuning " in text and "Tuning (`bench.run --tune`)" in text
@@ -272,11 +281,11 @@ def test_the_protocol_runs_trials_then_selects_then_runs_the_choice(tmp_path, da
         assert (results / PLOTS_SUBDIR / f"{stem}.png").is_file()
 
 
-def test_the_chosen_point_can_come_from_committed_trials(tmp_path, data_root, capsys):
+def test_trials_absent_from_tuning_from_are_an_input_error(tmp_path, data_root):
     results, fresh = tmp_path / "results", tmp_path / "fresh"
     trials, runs = plant_sweep(results, data_root)
     args = argparse.Namespace(dry_run=False, tuning_from=results, results=fresh, no_summary=True)
-    # the planted trials' data identity is not what planning computes: none of them is found
+    # the planted trials' data identity is not the one planning computes: the planned trials are absent
     with pytest.raises(BenchInputError, match="6 planned trials have no record"):
         protocol.tune(args, runs, request(seeds=(0, 1)), Execution(progress=False), LaunchOptions(executor="debug"))
     assert not (fresh / "runs").exists()
