@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import collections
 import csv
 import dataclasses
 import io
@@ -64,7 +65,7 @@ def test_grid_points_are_log_spaced_around_the_declared_value():
 
 
 def _index(ids: list[str], root: Path) -> DatasetIndex:
-    entries = [VideoEntry(root / f"{i}.mp4", n % 7) for n, i in enumerate(ids)]
+    entries = [VideoEntry(root / f"{i}.mp4", int(i[-6:]) % 7) for i in ids]  # a video keeps its label
     return DatasetIndex(entries, [str(c) for c in range(7)], root, root / "train.txt")
 
 
@@ -80,6 +81,8 @@ def test_the_heldout_split_is_fixed_by_video_id(tmp_path):
     assert set(HoldoutSpec(0.1).split(_index(shuffled, tmp_path / "b"))[1].video_ids()) == set(held.video_ids())
     # a different rule would hold out other videos: the split is not the list's first or last tenth
     assert held.video_ids() != ids[:20] and held.video_ids() != ids[-20:]
+    # stratified: each of the 7 classes (29 or 28 videos) gives its share, 3 or 2 (largest remainder)
+    assert sorted(collections.Counter(e.label for e in held.entries).values()) == [2, 3, 3, 3, 3, 3, 3]
     assert len(HoldoutSpec(0.25).split(_index(ids, tmp_path))[1].entries) == 50
     for bad in (0, 0.6, float("nan")):
         with pytest.raises(HoldoutError, match="must be a number in"):
