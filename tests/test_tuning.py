@@ -116,6 +116,14 @@ def test_every_method_gets_the_same_trials(data_root):
     assert hashes[0].isdisjoint(hashes[1])  # the split is part of a trial's identity
 
 
+def test_joint_knobs_search_their_grids_product(data_root):
+    [group] = plan_trials([tiny_run(data_root, method="linear_probe")], request(knobs="lr,wd")).values()
+    points = {(t.recipe.base_lr, t.recipe.weight_decay) for t in group}
+    assert points == {(lr, wd) for lr in (0.16, 0.5, 1.6) for wd in (0.0032, 0.01, 0.032)}
+    off = next(t for t in group if (t.recipe.base_lr, t.recipe.weight_decay) == (0.5, 0.032))
+    assert off.tuned == {"weight_decay": 0.032}  # only what moved from the declared values
+
+
 def test_a_knob_a_method_does_not_declare_is_refused(data_root):
     runs = [tiny_run(data_root, method=m) for m in ("linear_probe", "st_adapter")]
     with pytest.raises(BenchInputError, match=r"\['linear_probe'\] declare no tunable option 'width'"):
