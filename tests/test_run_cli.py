@@ -102,8 +102,10 @@ def test_tuning_dry_run_lists_every_trial_and_writes_nothing(isolated, capsys):
             "synth_motion", "--seeds", "3", "--results", str(isolated / "results")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    trials = re.findall(r"^synth_motion\s+(linear_probe|full_ft)\s+([01])\s", out, re.M)
-    assert sorted(trials) == sorted((m, s) for m in ("linear_probe", "full_ft") for s in "01" for _ in range(3))
+    trials = re.findall(r"^synth_motion\s+(linear_probe|full_ft) \(trial lr=([\d.]+)\)\s+([01])\s", out, re.M)
+    assert sorted(trials) == sorted((m, lr, s) for m, lrs in (("linear_probe", ("0.032", "0.1", "0.32")),
+                                                               ("full_ft", ("0.0032", "0.01", "0.032")))
+                                    for lr in lrs for s in "01")
     assert "12 runs" in out and "the 6 runs of the grid at their declared values" in out
     assert "for each of the 2 configurations whose sweep chooses another point, 3 more" in out
     assert not (isolated / "results").exists()
