@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from bench.data.spec import ClipSpec
 from bench.data.synthetic import SynthConfig
 from bench.filehash import content_digest
+from bench.tuning.spec import RECIPE_KNOBS, TrialSpec
 
 # Bump when the engine changes what a config computes (loss, schedule, sampling of steps), so old
 # records stop matching new runs instead of being silently skipped.
@@ -218,9 +219,20 @@ class RunConfig:
     data: Mapping[str, Any] | None = None  # bench.data.identity of the validation set, from planning
     init: str | None = None  # a trainable-weights checkpoint loaded on top of the weights (--init)
     eval_only: bool = False  # evaluate the (initialised) model without training (bench.eval)
+    # Recipe fields a tuning protocol set away from the method's declared rule ({"base_lr": 0.03}):
+    # another configuration than the declared one, so tables, records and the gate name it apart.
+    tuned: Mapping[str, float] | None = None
+    trial: TrialSpec | None = None  # a tuning trial: trained and scored on the training list's split
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "recipe", self.recipe.for_method(self.method))  # this method's lr
+        recipe = self.recipe.for_method(self.method)  # this method's lr
+        if self.tuned:
+            unknown = sorted(set(self.tuned) - set(RECIPE_KNOBS.values()))
+            if unknown:
+                raise ConfigError("run tuned", f"{unknown} are not tunable recipe fields; tunable: "
+                                  f"{sorted(RECIPE_KNOBS.values())}")
+            recipe = dataclasses.replace(recipe, **self.tuned)
+        object.__setattr__(self, "recipe", recipe)
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result, and nothing else: the recipe as this method runs it
@@ -233,8 +245,13 @@ class RunConfig:
             "weights": weights_identity(self.weights), "recipe": recipe, "precision": self.precision,
             "seed": self.seed, "synth": None if self.synth is None else dataclasses.asdict(self.synth),
             "data": self.data, "init": None if self.init is None else content_digest(self.init),
-            "eval_only": self.eval_only,
+            "eval_only": self.eval_only, **self._tuning(),
         })
+
+    def _tuning(self) -> dict[str, Any]:
+        """The tuning fields, only where set: a run that no tuning touched keeps its identity."""
+        return {**({"tuned": dict(self.tuned)} if self.tuned else {}),
+                **({"trial": self.trial.to_dict()} if self.trial is not None else {})}
 
     def hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
@@ -256,7 +273,7 @@ class RunConfig:
             "seed": self.seed, "data_root": self.data_root, "engine_version": ENGINE_VERSION,
             "method_version": method_version(self.method), "precision": self.precision, "data": self.data,
             "init": self.init, "eval_only": self.eval_only,
-            "synth": None if self.synth is None else dataclasses.asdict(self.synth),
+            "synth": None if self.synth is None else dataclasses.asdict(self.synth), **self._tuning(),
         })
 
     @classmethod
@@ -264,9 +281,10 @@ class RunConfig:
         data = dict(data)
         for derived in ("engine_version", "method_version"):
             data.pop(derived, None)
-        synth = data.pop("synth", None)
+        synth, trial = data.pop("synth", None), data.pop("trial", None)
         return cls(recipe=RecipeConfig.from_dict(data.pop("recipe")),
-                   synth=None if synth is None else SynthConfig(**synth), **data)
+                   synth=None if synth is None else SynthConfig(**synth),
+                   trial=None if trial is None else TrialSpec.from_dict(trial), **data)
 
 
 RANDOM_WEIGHTS = "random"  # no pre-trained weights: smoke tests only

@@ -33,7 +33,7 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
                                                  + clip.views * data.val_videos)
         hours = flops / SUSTAINED_FLOPS / 3600
         total_hours += hours
-        rows.append((cfg.dataset, cfg.method, cfg.seed, cfg.recipe.name, f"{counts.params_trainable:,}",
+        rows.append((cfg.dataset, _name(cfg), cfg.seed, cfg.recipe.name, f"{counts.params_trainable:,}",
                      f"{counts.params_total:,}", f"{counts.gflops_per_view:.1f} x {clip.views}",
                      f"{hours:.1f}", cfg.hash()))
     print(tabulate(rows, headers=("dataset", "method", "seed", "recipe", "trainable", "total",
@@ -49,3 +49,10 @@ def dry_run(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
               f"({', '.join(f'{d}: {NOMINAL_SIZES[d][1]:,} train / {NOMINAL_SIZES[d][2]:,} val' for d in nominal)}).")
     for cfg in runs[:1]:
         print(f"\nfirst run's config ({cfg.name}):\n{json.dumps(cfg.to_dict(), indent=2)}")
+
+
+def _name(cfg: RunConfig) -> str:
+    """The method, and a tuning trial's grid point: ``st_adapter (trial lr=0.032)``."""
+    if cfg.trial is None:
+        return cfg.method
+    return f"{cfg.method} (trial {', '.join(f'{p.knob}={p.value:g}' for p in cfg.trial.point)})"

@@ -214,11 +214,12 @@ class DataFacts:
 
 
 def data_key(cfg: RunConfig) -> tuple:
-    return cfg.dataset, cfg.data_root, cfg.synth, cfg.recipe.clip
+    return cfg.dataset, cfg.data_root, cfg.synth, cfg.recipe.clip, None if cfg.trial is None else cfg.trial.holdout
 
 
 def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFacts]:
-    """Open every (dataset, root, world, clip) once: validates roots and layouts, generates the
+    """Open every (dataset, root, world, clip, held-out split) once (a tuning trial's "val" is its
+    held-out part of the training list): validates roots and layouts, generates the
     synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
     returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
     from bench.data import build_dataset
@@ -232,12 +233,13 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
             continue
         if dry_run and cfg.synth is not None:
             classes = len(class_names(cfg.dataset))
-            facts[key] = DataFacts(classes, classes * cfg.synth.train_per_class,
-                                   classes * cfg.synth.val_per_class, measured=True)
+            facts[key] = DataFacts(classes, *_sizes(classes * cfg.synth.train_per_class,
+                                                    classes * cfg.synth.val_per_class, key[-1]), measured=True)
             continue
         try:
             train, val = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train",
-                                        root=cfg.data_root, synth=cfg.synth) for split in ("train", "val")]
+                                        root=cfg.data_root, synth=cfg.synth, holdout=key[-1])
+                          for split in ("train", "val")]
             facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True,
                                    identity=data_identity(val))
         except DatasetRootError as err:
@@ -245,12 +247,21 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
                 missing_roots.append(err)
                 facts[key] = None
                 continue
-            facts[key] = DataFacts(*NOMINAL_SIZES[cfg.dataset], measured=False)
+            classes, train_size, val_size = NOMINAL_SIZES[cfg.dataset]
+            facts[key] = DataFacts(classes, *_sizes(train_size, val_size, key[-1]), measured=False)
     if len(missing_roots) == 1:
         raise missing_roots[0]
     if missing_roots:  # every dataset that is not where it was said to be, at once
         raise BenchInputError(f"{len(missing_roots)} datasets are not found:\n" + "\n".join(map(str, missing_roots)))
     return facts
+
+
+def _sizes(train: int, val: int, holdout) -> tuple[int, int]:
+    """(training, evaluated) videos of a split not opened: a trial's are the training list's parts."""
+    if holdout is None:
+        return train, val
+    held = holdout.count(train)
+    return train - held, held
 
 
 def with_data_identity(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> list[RunConfig]:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 from bench.config import RECIPES, BenchInputError, ConfigError
 from bench.estimate import dry_run
-from bench.grid import DATASETS, SYNTH_DATASETS, check_data, plan, with_data_identity
+from bench.grid import DATASETS, SYNTH_DATASETS, check_data, parse_seeds, plan, with_data_identity
 from bench.launch.options import launch_options
 from bench.reporting.console import print_summary
+from bench.tuning.spec import DEFAULT_HOLDOUT, DEFAULT_POINTS, DEFAULT_TRIAL_SEEDS
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
@@ -24,9 +24,13 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from bench.data.roots import DatasetRootError
     from bench.data.spec import ClipSpecError
     from bench.launch.slurm_profile import ProfileError
+    from bench.data.holdout import HoldoutError
+    from bench.tuning.select import SelectionError
+    from bench.tuning.spec import TuningError
     from methods import BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError
     return (BenchInputError, ConfigError, AnnotationError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
-            MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
+            MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError, HoldoutError, SelectionError,
+            TuningError)
 
 
 def build_parser(prog: str = "python -m bench.run", description: str = __doc__) -> argparse.ArgumentParser:
@@ -40,6 +44,7 @@ def build_parser(prog: str = "python -m bench.run", description: str = __doc__) 
       --weights ViT-B-16.pt --executor slurm --slurm-profile mycluster
   python -m bench.run --dry-run --methods st_adapter,full_ft --datasets k400,ssv2 --backbone clip_vit_b16
   python -m bench.run --datasets synth_motion --methods st_adapter --seeds 1 --epochs 2   # quick look
+  python -m bench.run --tune lr        # the default suite with every method's lr tuned on a held-out split
 
 A run is named by a hash of (method, options, dataset, backbone, weights, recipe, seed); runs whose
 record already exists under RESULTS/runs are skipped unless --force. Logs and checkpoints live in
@@ -89,6 +94,21 @@ RESULTS/work/<run>/; an interrupted run resumes from its last epoch when started
     execution.add_argument("--dry-run", action="store_true",
                            help="print the grid with parameters, GFLOPs and GPU-hours; train nothing")
     execution.add_argument("--no-summary", action="store_true", help="skip the summary table at the end")
+    tuning = parser.add_argument_group(
+        "fair tuning (README, 'Fair tuning'): every method gets the same trials, scored on a held-out part of "
+        "the training set; the chosen values then run with --seeds and are evaluated on the validation set")
+    tuning.add_argument("--tune", metavar="KNOBS",
+                        help="comma-separated knobs: lr (base lr), wd (weight decay), or a method option the "
+                             "methods declare tunable (e.g. width); several are tuned jointly (their grids' product)")
+    tuning.add_argument("--tune-points", type=int, default=DEFAULT_POINTS, metavar="N",
+                        help="grid points per knob, log-spaced around the declared value (odd; default: %(default)s, "
+                             "half a decade apart for lr and wd)")
+    tuning.add_argument("--tune-seeds", default=str(DEFAULT_TRIAL_SEEDS),
+                        help="trial seeds per grid point: a count or a list (default: %(default)s)")
+    tuning.add_argument("--tune-holdout", type=float, default=DEFAULT_HOLDOUT, metavar="FRACTION",
+                        help="part of the training list held out to score the trials (default: %(default)s)")
+    tuning.add_argument("--tuning-from", type=Path, metavar="DIR",
+                        help="run no trial: select from the trials already in DIR/tuning (CI: --tuning-from results)")
     watch = parser.add_argument_group("training curves (kept in each record; they never change a result)")
     watch.add_argument("--log-every", type=int, metavar="STEPS",
                        help="optimizer steps per curve point, plus one at each epoch end (default: about 50 points per run)")
@@ -105,39 +125,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return execute(build_parser().parse_args(argv))
 
 
+def tune_request(args: argparse.Namespace):
+    """The ``--tune`` request, validated; None without ``--tune``."""
+    if args.tune is None:
+        if (args.tuning_from is not None or args.tune_points != DEFAULT_POINTS or args.tune_holdout != DEFAULT_HOLDOUT
+                or args.tune_seeds != str(DEFAULT_TRIAL_SEEDS)):
+            raise BenchInputError("--tune-points, --tune-seeds, --tune-holdout and --tuning-from apply to --tune; "
+                                  "add --tune lr (or the knobs to tune)")
+        return None
+    if getattr(args, "eval_only", False):
+        raise BenchInputError("--tune trains trials; bench.eval only evaluates checkpoints (use bench.run)")
+    from bench.tuning.plan import parse_request
+    return parse_request(args.tune, args.tune_points, parse_seeds(args.tune_seeds), args.tune_holdout)
+
+
 def execute(args: argparse.Namespace) -> int:
-    """Plan, check and launch the grid ``args`` describe (``bench.run`` and ``bench.eval``)."""
-    started = time.perf_counter()
+    """Plan, check and launch the grid ``args`` describe (``bench.run`` and ``bench.eval``); with
+    ``--tune``, its tuning protocol (``bench.tuning.protocol``)."""
+    from bench.launch.submit import SubmissionRefused
     try:
         options, execution = launch_options(args)
         runs = plan(args, execution.device)
+        request = tune_request(args)
+        if request is not None:  # the validation lists are opened only after the selection
+            from bench.tuning.protocol import tune
+            return tune(args, runs, request, execution, options)
         facts = check_data(runs, dry_run=args.dry_run)
         runs = with_data_identity(runs, facts)
-    except _input_errors() as err:
+    except _input_errors() + (SubmissionRefused,) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
         dry_run(runs, facts)
         return 0
-    from bench.launch.submit import SubmissionRefused, launch
-    from bench.store.records import find_record
-    todo = runs if args.force else [cfg for cfg in runs if not find_record(args.results, cfg.hash())]
-    if len(todo) < len(runs):
-        print(f"{len(runs) - len(todo)} of {len(runs)} runs already have records in {args.results}; "
-              "skipping them (--force runs them again)")
-    for reference in sorted({cfg.weights for cfg in todo if (cfg.weights or "").startswith("pretrain:")}):
-        from bench.engine.pretrain import ensure_pretrained
-        ensure_pretrained(reference)
+    from bench.launch.grid import launch_missing
     try:
-        reports = launch(todo, args.results, execution, options)
+        missing = launch_missing(runs, args.results, execution, options)
     except SubmissionRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    missing = [cfg.name for cfg in todo if not find_record(args.results, cfg.hash())]
-    print(f"\n{len(todo) - len(missing)} of {len(todo)} runs finished in {time.perf_counter() - started:.0f} s")
-    for report in reports:
-        if not report.ok:
-            print(f"FAILED job {report.job_id}: see {report.stderr}", file=sys.stderr)
     if not args.no_summary:
         print_summary(args.results, runs)
     return 1 if missing else 0

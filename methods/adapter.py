@@ -34,7 +34,8 @@ class AdapterConfig(AdapterPlacement):
                "kernel_size": None},
     "12x384_k1": {"width": 384, "positions": ("pre_mlp",), "num_layers": None, "kernel_size": 1},
 }, recipe_options={"k400": {"preset": "12x384"}, "ssv2": {"preset": "12x384"},
-                   "synth": {"width": 32, "positions": "pre_attn,pre_mlp"}})
+                   "synth": {"width": 32, "positions": "pre_attn,pre_mlp"}},
+                 tunable={"width": 2.0})  # as st_adapter's, so the two are tuned alike
 def attach(model: VideoClassifier, cfg: AdapterConfig) -> list:
     adapters = insert_adapters(model, cfg, activation=True, zero_init="fc2")
     return [*adapters, model.head]

@@ -110,6 +110,10 @@ class MethodSpec:
     "synth"): ``base_lr`` is the method's base learning rate per 256 clips where it differs from
     the recipe's, ``recipe_options`` the options (e.g. ``{"preset": "12x384"}``) the method runs
     with under recipes of that family unless the user overrides them.
+
+    ``tunable`` names the numeric options ``bench.run --tune OPTION`` may search, each with the
+    ratio between neighbouring points of its log-spaced grid (e.g. ``{"width": 2.0}``); the grid is
+    centred on the value the method runs with.
     """
 
     name: str
@@ -118,6 +122,7 @@ class MethodSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     base_lr: Mapping[str, float] = field(default_factory=dict)
     recipe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tunable: Mapping[str, float] = field(default_factory=dict)
     source: str = ""  # the module or file that registered it, for messages
     version: int = 1  # part of every run's identity: bump it when the method computes something else
 

@@ -7,6 +7,7 @@ be registered once: a collision is an error naming both sources.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -31,18 +32,20 @@ def register_method(name: str, config: type[MethodConfig], *,
                     presets: Mapping[str, Mapping[str, Any]] | None = None,
                     base_lr: Mapping[str, float] | None = None,
                     recipe_options: Mapping[str, Mapping[str, Any]] | None = None,
+                    tunable: Mapping[str, float] | None = None,
                     version: int = 1) -> Callable[[Attach], Attach]:
     """Decorate a method's ``attach(model, config)`` to register the method under ``name``.
 
     ``presets`` are named option sets; ``base_lr`` and ``recipe_options`` are the method's recipe
-    rules per recipe family (``MethodSpec``). ``version`` enters every run's identity: bump it when a
+    rules per recipe family (``MethodSpec``); ``tunable`` the numeric options a tuning protocol may
+    search, with their grid ratio. ``version`` enters every run's identity: bump it when a
     change makes the method compute something else, so old records stop matching new runs. Every
     preset and recipe option set is validated here, so a typo fails when the method is imported.
     """
     def decorate(attach: Attach) -> Attach:
         spec = MethodSpec(name=name, config_cls=config, attach=attach, presets=dict(presets or {}),
                           base_lr=dict(base_lr or {}), recipe_options=dict(recipe_options or {}),
-                          source=_source(attach), version=version)
+                          tunable=dict(tunable or {}), source=_source(attach), version=version)
         _check(spec)
         add_method(spec)
         return attach
@@ -69,6 +72,14 @@ def _check(spec: MethodSpec) -> None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise MethodRegistryError(f"method {spec.name!r}: base_lr[{family!r}]={lr!r} must be a "
                                       "positive number (base lr per 256 clips)")
+    options = sorted(f.name for f in dataclasses.fields(spec.config_cls))
+    for option, ratio in spec.tunable.items():
+        if option not in options:
+            raise MethodRegistryError(f"method {spec.name!r}: tunable option {option!r} is not an option of "
+                                      f"{spec.config_cls.__name__} ({options})")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
+            raise MethodRegistryError(f"method {spec.name!r}: tunable[{option!r}]={ratio!r} must be the grid's "
+                                      "ratio between neighbouring values, a number > 1 (e.g. 2.0)")
     owned = "method" in spec.config_cls.__dict__
     spec.config_cls.method = spec.name  # error messages name the method
     checks = [*((f"preset {name!r}", _config, values) for name, values in spec.presets.items()),

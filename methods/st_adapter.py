@@ -42,9 +42,11 @@ class StAdapterConfig(AdapterPlacement):
         return self.kernel_size > 1
 
 
+# The bottleneck width is the capacity knob the paper ablates: `bench.run --tune width` searches it
+# in factors of 2 around the recipe's width.
 @register_method("st_adapter", StAdapterConfig, presets=PRESETS, recipe_options={
     "k400": {"preset": "12x384"}, "ssv2": {"preset": "24x384"},
-    "synth": {"width": 32, "positions": "pre_attn,pre_mlp"}})
+    "synth": {"width": 32, "positions": "pre_attn,pre_mlp"}}, tunable={"width": 2.0})
 def attach(model: VideoClassifier, cfg: StAdapterConfig) -> list:
     adapters = insert_adapters(model, cfg, activation=False, zero_init="conv")
     return [*adapters, model.head]

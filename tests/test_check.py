@@ -26,8 +26,9 @@ ACCURACY = {("linear_probe", "synth_motion"): 30.0, ("st_adapter", "synth_motion
             ("linear_probe", "synth_appearance"): 60.0, ("st_adapter", "synth_appearance"): 64.0}
 
 
-def gate_record(method: str, dataset: str, seed: int, top1: float, data_root: Path) -> RunRecord:
-    cfg = dataclasses.replace(tiny_run(data_root, method=method, seed=seed), dataset=dataset)
+def gate_record(method: str, dataset: str, seed: int, top1: float, data_root: Path,
+                tuned: dict | None = None) -> RunRecord:
+    cfg = dataclasses.replace(tiny_run(data_root, method=method, seed=seed), dataset=dataset, tuned=tuned)
     classes = 10
     return RunRecord(
         method=method, dataset=dataset, backbone=cfg.backbone, recipe=cfg.recipe.name, seed=seed,
@@ -266,6 +267,30 @@ def test_edited_latex_stray_table_and_missing_plot_fail(committed: Path, capsys)
 
 
 # -- Baselines file --------------------------------------------------------------------------------------
+
+def test_a_tuned_configuration_is_gated_like_any_other(committed_template: Path, tmp_path: Path, capsys):
+    """bench.run --tune chose another lr for st_adapter on synth_motion: its runs are another
+    configuration beside the declared one, with a baseline, probes and a verdict of its own."""
+    committed = tmp_path / "committed"
+    shutil.copytree(committed_template, committed)
+    for seed in (0, 1, 2):
+        write_record(committed, gate_record("st_adapter", "synth_motion", seed, 80.0 + seed, tmp_path / "data",
+                                            tuned={"base_lr": 0.16}))
+    shutil.rmtree(committed / "tables")  # two st_adapter rows and no sweep: the paired reference is ambiguous
+    generate(committed)
+    assert check.main(["--results", str(committed), "--committed", str(committed), "--write-baselines"]) == 0
+    tuned = [b for b in load_baselines(committed / BASELINES_NAME).baselines if b.method.endswith("(base_lr=0.16)")]
+    assert [b.method for b in tuned] == ["st_adapter[width=16](base_lr=0.16)"] and tuned[0].n == 3
+    capsys.readouterr()
+    assert gate(committed, committed) == 0
+    assert "passed (5 configuration(s)" in capsys.readouterr().out
+
+    def drop_tuned(r: RunRecord) -> RunRecord:
+        return dataclasses.replace(r, top1=r.top1 - 40) if r.config.get("tuned") else r
+    assert gate(fresh_records(tmp_path, committed, drop_tuned, OTHER_ENV), committed) == 1
+    out = capsys.readouterr().out
+    assert "top-1 regressed: st_adapter[width=16](base_lr=0.16) on synth_motion" in out and out.count("FAIL:") == 1
+
 
 def test_missing_baseline_warns_without_failing(committed: Path, capsys):
     baselines_file = committed / BASELINES_NAME

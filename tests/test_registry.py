@@ -161,6 +161,8 @@ def width_config() -> type[MethodConfig]:
     ({"presets": {"p": {"preset": "p"}}}, r"method 'typo', preset 'p': typo: unknown option\(s\) "
                                                  r"\['preset'\]"),
     ({"base_lr": {"synth": 0}}, r"base_lr\['synth'\]=0 must be a positive number"),
+    ({"tunable": {"widht": 2.0}}, r"tunable option 'widht' is not an option of WidthConfig \(\['width'\]\)"),
+    ({"tunable": {"width": 1.0}}, r"tunable\['width'\]=1.0 must be the grid's ratio"),
 ])
 def test_declarations_are_checked_at_registration(kwargs, message, isolated_registry):
     with pytest.raises(MethodRegistryError, match=message):

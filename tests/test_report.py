@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from record_factory import attach_predictions, make_predictions, make_record, write_suite
+from record_factory import attach_predictions, make_curves, make_predictions, make_record, write_suite
 
 from bench import report
 from bench.reporting import stats
@@ -188,6 +189,17 @@ def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
     # no timestamps or version stamps: the same records draw the same bytes
     write_plots(report, tmp_path / "b")
     assert _read_all(tmp_path / "a") == _read_all(tmp_path / "b")
+
+
+def test_figures_lie_where_the_readme_links_them_even_with_a_dot_in_the_recipe(tmp_path: Path):
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        record = make_record("linear_probe", "synth_motion", seed, 50.0 + seed, recipe="synth(base_lr=0.003)")
+        write_record(results, dataclasses.replace(record, curves=make_curves(record.top1, seed)))
+    generate(results)
+    links = re.findall(r"\]\((plots/[^)]+\.png)\)", (results / "README.md").read_text())
+    assert any("curves__" in link for link in links)
+    assert [link for link in links if not (results / link).is_file()] == []
 
 
 def test_no_records_gives_the_reported_section_and_no_plots(tmp_path: Path):

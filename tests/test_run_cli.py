@@ -56,6 +56,11 @@ def _weights_file(tmp_path):
     (lambda t: ["--method-option", "st_adapter.width=-3", "--methods", "st_adapter"], "width=-3"),
     (lambda t: ["--evaluations", "0"], "at least its final evaluation"),
     (lambda t: ["--log-every", "0"], "--log-every 0: must be >= 1"),
+    (lambda t: ["--tune", "width", "--methods", "linear_probe,st_adapter"],
+     "['linear_probe'] declare no tunable option 'width'"),
+    (lambda t: ["--tune", "lr", "--tune-points", "4"], "need an odd number >= 3"),
+    (lambda t: ["--tune", "lr", "--tune-holdout", "0.7"], "must be a number in (0, 0.5]"),
+    (lambda t: ["--tune-seeds", "3"], "apply to --tune"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(isolated, capsys, make_args, message):
     results = isolated / "results"
@@ -89,6 +94,20 @@ def test_dry_run_prints_design_counts_without_data_or_weights(isolated, capsys):
     assert float(st_k400.group(5)) == pytest.approx(151.6, rel=0.01) and st_k400.group(6) == "3"
     assert rows[("ssv2", "full_ft")].group(6) == "3"
     assert "GPU-hours" in out and "nominal sizes" in out
+    assert not (isolated / "results").exists()
+
+
+def test_tuning_dry_run_lists_every_trial_and_writes_nothing(isolated, capsys):
+    argv = ["--dry-run", "--tune", "lr", "--tune-points", "3", "--methods", "linear_probe,full_ft", "--datasets",
+            "synth_motion", "--seeds", "3", "--results", str(isolated / "results")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    trials = re.findall(r"^synth_motion\s+(linear_probe|full_ft) \(trial lr=([\d.]+)\)\s+([01])\s", out, re.M)
+    assert sorted(trials) == sorted((m, lr, s) for m, lrs in (("linear_probe", ("0.032", "0.1", "0.32")),
+                                                               ("full_ft", ("0.0032", "0.01", "0.032")))
+                                    for lr in lrs for s in "01")
+    assert "12 runs" in out and "the 6 runs of the grid at their declared values" in out
+    assert "for each of the 2 configurations whose sweep chooses another point, 3 more" in out
     assert not (isolated / "results").exists()
 
 

@@ -5,6 +5,7 @@ submission.
 
 Skipped (with the reason) when the cluster is not up.
 """
+import re
 import subprocess
 import time
 
@@ -31,6 +32,23 @@ def test_grid_runs_as_a_slurm_job_array(slurm_cluster, tmp_path, world_cache, mo
     assert main(argv) == 0
     assert "submitted 2 runs as 2 slurm job(s)" in capsys.readouterr().out
     assert sorted(r.method for r in load_records(results)) == ["linear_probe", "st_adapter"]
+
+
+def test_tuning_trials_run_as_one_slurm_job_array(slurm_cluster, tmp_path, world_cache, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(world_cache))
+    results = tmp_path / "results"
+    argv = ["--datasets", "synth_motion", "--methods", "linear_probe", "--backbone", "vit_tiny_test", "--weights",
+            "random", "--recipe", "synth", "--seeds", "1", "--epochs", "1", "--batch-size", "64", "--tune", "lr",
+            "--tune-points", "3", "--tune-seeds", "1", "--executor", "slurm", "--slurm-profile", "local-test",
+            "--results", str(results)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "submitted 3 runs as 3 slurm job(s)" in out
+    jobs = [p.name for p in (results / "tuning" / "work" / "submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    arrays = {name.split("_")[0] for name in jobs}  # array jobs are <array id>_<index>
+    assert len(jobs) == 3
+    assert len(arrays) == 1, f"the trials were not one job array: {sorted(arrays)}"
+    assert len(load_records(results / "tuning", trials=True)) == 3 and len(load_records(results)) == 1
 
 
 def _train_until_checkpointed(job, results, cfg) -> None:

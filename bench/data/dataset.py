@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .decode import VideoDecodeError, process_frame_cache, read_frames
 from .gpu_transforms import collate_frames, pack_draw
+from .holdout import HoldoutSpec
 from .kinetics import read_kinetics
 from .listfile import DatasetIndex, read_list_dataset
 from .robust import AllVideosBrokenError, BrokenVideos, replacement_walk
@@ -114,12 +115,18 @@ def read_index(name: str, split: str, root: str | Path | None = None, synth: Syn
 
 def build_dataset(name: str, split: str, clip: ClipSpec, train: bool, root: str | Path | None = None,
                   seed: int = 0, *, synth: SynthConfig | None = None, frame_cache: bool | None = None,
-                  device_transforms: bool = False) -> VideoDataset:
+                  device_transforms: bool = False, holdout: HoldoutSpec | None = None) -> VideoDataset:
     """A dataset by name. ``root`` None -> env var / user config (k400, ssv2, list) or the synthetic cache.
 
     ``frame_cache`` (default: on for the synthetic tasks only) keeps decoded videos in memory per process.
+    With ``holdout`` (a tuning trial) both splits come from the training list: "train" is the list
+    without its held-out part, "val" the held-out part; the validation list is never opened.
     """
-    index = read_index(name, split, root, synth)
+    if holdout is None:
+        index = read_index(name, split, root, synth)
+    else:
+        rest, held = holdout.split(read_index(name, "train", root, synth))
+        index = {"train": rest, "val": held}[split]
     if frame_cache is None:
         frame_cache = name in TASKS
     return VideoDataset(name, split, index, clip, train, seed, frame_cache, device_transforms)

@@ -32,9 +32,11 @@ def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
 
 
 def build_run_dataset(cfg: RunConfig, split: str, train: bool, device_transforms: bool = False):
+    """A split of the run's data; a tuning trial's "val" is the held-out part of the training list."""
     from bench.data import build_dataset
     return build_dataset(cfg.dataset, split, cfg.recipe.clip, train=train, root=cfg.data_root, seed=cfg.seed,
-                         synth=cfg.synth, device_transforms=device_transforms)
+                         synth=cfg.synth, device_transforms=device_transforms,
+                         holdout=None if cfg.trial is None else cfg.trial.holdout)
 
 
 def prepare_model(cfg: RunConfig, num_classes: int, ctx: DistContext,

@@ -56,6 +56,15 @@ class Evaluation:
                            source_index=self.source_index, topk_index=self.topk_index, topk_prob=self.topk_prob)
 
 
+def diverged_metrics(dataset) -> dict[str, Any]:
+    """The metrics of a tuning trial whose training loss became non-finite: its weights hold no model,
+    so no video counts as right (top-1 0: the worst score, never chosen over a trial that trained)."""
+    labels = np.array([entry.label for entry in dataset.source_list], dtype=np.int64)
+    present = np.bincount(labels, minlength=dataset.num_classes) > 0
+    return {"top1": 0.0, "top5": 0.0, "per_class_top1": [0.0 if p else None for p in present.tolist()],
+            "videos": len(labels), "skipped": 0, "skipped_ids": []}
+
+
 @torch.no_grad()
 def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistContext,
              loader_args: dict) -> Evaluation:

@@ -28,7 +28,7 @@ from bench.engine.build import build_run_dataset, prepare_model
 from bench.engine.checkpoint import CHECKPOINT_NAME, Progress, load_checkpoint, save_checkpoint
 from bench.engine.curves import CurveLogger, evaluation_epochs, log_interval, tensorboard_writer
 from bench.engine.distributed import DistContext, all_reduce, all_union, init_distributed
-from bench.engine.evaluate import evaluate
+from bench.engine.evaluate import diverged_metrics, evaluate
 from bench.engine.execution import Execution
 from bench.engine.guard import FrozenGuard
 from bench.engine.optim import Optimisation, autocast_dtype
@@ -165,42 +165,56 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
 
     bar = progress_bar(total=0 if cfg.eval_only else recipe.epochs * steps_per_epoch, initial=resumed_at,
                        desc=cfg.name[:60], disable=not (ctx.is_main and execution.progress))
+    diverged = None
     try:
-        for epoch in range(progress.epoch, 0 if cfg.eval_only else recipe.epochs):
-            _set_epoch(train_set, epoch)
-            batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
-            loader = DeviceBatches(torch.utils.data.DataLoader(
-                train_set, batch_sampler=batches[progress.step_in_epoch * plan.accumulation:], **loader_args,
-                collate_fn=train_set.collate_fn, generator=loader_generator(cfg.seed, epoch)), recipe.clip, True, device)
-            curves.start_epoch(epoch)
-            _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
-                         epoch * steps_per_epoch, save, curves, guard)
-            mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
-            progress.finish_epoch()
-            logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
-                        recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
-            if progress.epoch in evaluate_after and progress.epoch < recipe.epochs:
-                logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
-            save()
+        try:
+            for epoch in range(progress.epoch, 0 if cfg.eval_only else recipe.epochs):
+                _set_epoch(train_set, epoch)
+                batches = train_batches(len(train_set), plan, ctx.rank, cfg.seed, epoch)
+                loader = DeviceBatches(torch.utils.data.DataLoader(
+                    train_set, batch_sampler=batches[progress.step_in_epoch * plan.accumulation:], **loader_args,
+                    collate_fn=train_set.collate_fn, generator=loader_generator(cfg.seed, epoch)), recipe.clip, True,
+                    device)
+                curves.start_epoch(epoch)
+                _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
+                             epoch * steps_per_epoch, save, curves, guard)
+                mean_loss = (all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item()
+                             / (steps_per_epoch * ctx.world_size))
+                progress.finish_epoch()
+                logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
+                            recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+                if progress.epoch in evaluate_after and progress.epoch < recipe.epochs:
+                    logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
+                save()
+        except FloatingPointError as err:
+            if cfg.trial is None:  # an ordinary run asked for an lr that diverges: the error says so
+                raise
+            diverged = str(err)  # a grid point too high for the method: the trial's outcome, recorded
+            logger.warning("trial diverged, scored as no video right: %s", diverged)
         bar.close()
         guarded = guard.check(trained=progress.clips_seen > 0)
-        evaluation = run_evaluation()
+        evaluation = None if diverged else run_evaluation()
     finally:
         curves.close()
-    metrics = {**evaluation.metrics(), "skipped_ids": sorted(val_set.video_ids[i] for i in evaluation.broken)}
-    broken = all_union(progress.broken | {("val", i) for i in evaluation.broken}, ctx)
+    if evaluation is None:
+        metrics, val_broken = diverged_metrics(val_set), set()
+    else:
+        metrics, val_broken = evaluation.metrics(), evaluation.broken
+        metrics["skipped_ids"] = sorted(val_set.video_ids[i] for i in val_broken)
+    broken = all_union(progress.broken | {("val", i) for i in val_broken}, ctx)
     memory, memory_kind = peak_memory_bytes(device)
     if ctx.world_size > 1:
         memory = int(all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
     logger.info("top-1 %.2f top-5 %.2f", metrics["top1"], metrics["top5"])
     if not ctx.is_main:
         return None
-    predictions = write_predictions(results_dir, cfg.name, evaluation.predictions(val_set), cfg.hash())
+    predictions = (None if evaluation is None else
+                   write_predictions(results_dir, cfg.name, evaluation.predictions(val_set), cfg.hash()))
     record = make_record(cfg, metrics, counts, train_set, plan, amp_dtype, ctx, broken, progress,
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
                           predictions=predictions, fast_paths=fast_paths, guard=guarded,
-                          eval_time=eval_time[0], device_transforms=on_device)
+                          eval_time=eval_time[0], device_transforms=on_device, diverged=diverged)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:

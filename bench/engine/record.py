@@ -16,11 +16,12 @@ from bench.store.records import RunRecord
 
 def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: StepPlan,
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
-                 memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict,
+                 memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict | None,
                  fast_paths: list[str], guard: dict, eval_time: float | None = None,
-                 device_transforms: bool = False) -> RunRecord:
-    """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run;
-    ``fast_paths`` the function-preserving changes applied to its model (bench.engine.build)."""
+                 device_transforms: bool = False, diverged: str | None = None) -> RunRecord:
+    """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run
+    (None for a diverged trial: it has no outputs); ``fast_paths`` the function-preserving changes
+    applied to its model (bench.engine.build); ``diverged`` why a tuning trial stopped training."""
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -47,6 +48,7 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,
             **({} if eval_time is None else {"eval_time_s": round(eval_time, 3)}),
             "transforms": "device" if device_transforms else "loader workers",
+            **({} if diverged is None else {"diverged": diverged}),
         },
     )
 

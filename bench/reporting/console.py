@@ -1,4 +1,4 @@
-"""The summary table printed at the end of ``bench.run``."""
+"""The tables ``bench.run`` prints: the summary at the end, and a tuning protocol's selection."""
 from __future__ import annotations
 
 import math
@@ -24,6 +24,19 @@ def print_summary(results_dir: Path, runs: Sequence[RunConfig]) -> None:
     print("\n" + tabulate(rows, headers=("dataset", "method", "seeds", "top-1 %", "top-5 %", "trainable",
                                          "GFLOPs/view")))
     print(f"\nfull tables and plots: python -m bench.report --results {results_dir}")
+
+
+def print_selection(sweeps: Sequence) -> None:
+    """Each sweep's held-out top-1 per grid point and its choice (``bench.tuning.select.Sweep``)."""
+    from tabulate import tabulate
+
+    from bench.reporting.tuning import notes, point_cell, point_text
+    rows = [(s.key[0], s.declared.label, " · ".join(point_cell(p, s).replace("**", "*") for p in s.points),
+             point_text(s.chosen)) for s in sweeps]
+    print("\n" + tabulate(rows, headers=("dataset", "configuration", "held-out top-1 % per grid point (*chosen)",
+                                         "chosen")))
+    for line in (n for s in sweeps for n in notes(s)):
+        print(f"note: {line}")
 
 
 def _mean_std(values: Sequence[float]) -> str:

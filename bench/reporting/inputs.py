@@ -5,15 +5,17 @@ tables from one, so both always see the same numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.reporting.layout import DEFAULT_REFERENCE
 from bench.reporting.reference import ReportedRow, load_reference
 from bench.reporting.summary import MethodSummary, group_summaries, summarize
+from bench.reporting.tuning import group_of, load_sweeps
 from bench.reporting.uncertainty import DEFAULT_REFERENCE_METHOD, Group, GroupAnalysis, analyse
 from bench.store.records import RunRecord, load_records
+from bench.tuning.select import Sweep
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Report:
     reported: list[ReportedRow]
     analysis: dict[Group, GroupAnalysis]
     records: dict[str, RunRecord]  # by file name
+    sweeps: list[Sweep] = field(default_factory=list)  # the tuning trials of RESULTS/tuning, per configuration
 
     def curves(self, summary: MethodSummary) -> list[tuple[int, dict[str, Any]]]:
         """(seed, curves) of the configuration's seeds that recorded training curves."""
@@ -34,15 +37,26 @@ class Report:
         return [group for group, rows in group_summaries(self.summaries).items()
                 if any(self.curves(s) for s in rows)]
 
+    def sweeps_in(self, group: Group) -> list[Sweep]:
+        return [s for s in self.sweeps if group_of(s) == group]
+
+    def groups_with_sweeps(self) -> list[Group]:
+        return sorted({group_of(s) for s in self.sweeps})
+
     def groups_with_paired_tests(self) -> list[Group]:
         return [group for group, a in self.analysis.items() if any(row.result for row in a.paired)]
 
 
 def build_report(results_dir: Path | str, reference: Path | str = DEFAULT_REFERENCE,
                  reference_method: str = DEFAULT_REFERENCE_METHOD) -> Report:
-    """Read and check the records (and their per-video outputs) under ``results_dir``."""
+    """Read and check the records (and their per-video outputs) under ``results_dir``, and the tuning
+    trials under ``results_dir/tuning``. Where the reference method has a tuned and a declared
+    configuration side by side, the tuned one (its sweep's choice) is the reference."""
     records = load_records(results_dir)
     summaries = summarize(records, results_dir)
     by_name = {r.file_name: r for r in records}
+    sweeps = load_sweeps(results_dir)
+    chosen = {s.chosen.label for s in sweeps}
     return Report(summaries=summaries, reported=load_reference(reference),
-                  analysis=analyse(summaries, by_name, results_dir, reference_method), records=by_name)
+                  analysis=analyse(summaries, by_name, results_dir, reference_method, preferred=chosen),
+                  records=by_name, sweeps=sweeps)

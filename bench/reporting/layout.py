@@ -34,6 +34,9 @@ PAIRED_PLOT = "paired_differences"
 CURVES_PLOT_PREFIX = "curves__"  # one figure per (dataset, backbone, recipe) group
 
 
+TUNING_PLOT_PREFIX = "tuning__"  # the sensitivity figure of a group with tuning sweeps
+
+
 def safe_name(*parts: str) -> str:
     """A file-name stem from labels (which may hold brackets, commas and '=')."""
     return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "-", p) for p in parts)
@@ -42,3 +45,8 @@ def safe_name(*parts: str) -> str:
 def curves_plot(group: tuple[str, str, str]) -> str:
     """The training-curves figure of a (dataset, backbone, recipe) group."""
     return CURVES_PLOT_PREFIX + safe_name(*group)
+
+
+def tuning_plot(group: tuple[str, str, str]) -> str:
+    """The sensitivity figure of a (dataset, backbone, recipe) group: held-out top-1 per grid point."""
+    return TUNING_PLOT_PREFIX + safe_name(*group)

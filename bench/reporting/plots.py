@@ -1,5 +1,6 @@
 """The generated plots (PNG and PDF): top-1 with its intervals against trainable parameters, datasets
-side by side, the paired differences against the reference method, and each group's training curves.
+side by side, the paired differences against the reference method, each group's training curves and,
+where methods were tuned, each group's sensitivity to the tuned values.
 
 Plots carry no metadata and have a fixed size and DPI, so the same records give the same files on one
 matplotlib/FreeType version.
@@ -14,8 +15,9 @@ import numpy as np
 
 from bench.atomic import atomic_write
 from bench.reporting.inputs import Report
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, PAIRED_PLOT, curves_plot
+from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, PAIRED_PLOT, curves_plot, tuning_plot
 from bench.reporting.summary import MethodSummary, group_summaries
+from bench.tuning.select import Sweep
 
 # Plot geometry: fixed so that the same records give the same pixels (and tests know the size).
 DPI = 150
@@ -108,7 +110,7 @@ def _save(fig, stem: Path) -> list[Path]:
 
     paths = []
     for ext in ("png", "pdf"):
-        paths.append(atomic_write(stem.with_suffix(f".{ext}"), lambda tmp, ext=ext: fig.savefig(
+        paths.append(atomic_write(stem.parent / f"{stem.name}.{ext}", lambda tmp, ext=ext: fig.savefig(
             tmp, format=ext, dpi=DPI, metadata=_NO_METADATA[ext])))
     plt.close(fig)
     return paths
@@ -229,6 +231,51 @@ def plot_training_curves(report: Report, group, stem: Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def _slice(sweep: Sweep, knob: str) -> list:
+    """The sweep's points along ``knob``, every other knob at its chosen value."""
+    others = {p.knob: p.value for p in sweep.chosen.point if p.knob != knob}
+    return [pt for pt in sweep.points if all(pt.value(k) == v for k, v in others.items())]
+
+
+def plot_sensitivity(report: Report, group, stem: Path) -> list[Path]:
+    """Held-out top-1 of the tuning trials against each tuned value (log x), one panel per knob and a
+    line per configuration: the mean over the trial seeds, a bar over their range; the chosen point
+    starred, the declared one ringed, a diverged point crossed."""
+    from matplotlib.lines import Line2D
+
+    sweeps = report.sweeps_in(group)
+    knobs = sorted({k for s in sweeps for k in s.knobs})
+    styles = _method_styles([s.declared.label for s in sweeps])
+    fig, axes = _panels(len(knobs))
+    for ax, knob in zip(axes, knobs):
+        for sweep in (s for s in sweeps if knob in s.knobs):
+            color, marker = styles[sweep.declared.label]
+            points = _slice(sweep, knob)
+            x = [pt.value(knob) for pt in points]
+            ax.plot(x, [pt.mean for pt in points], color=color, marker=marker, markersize=5, linewidth=1.3,
+                    label=sweep.declared.label)
+            ax.vlines(x, [min(pt.top1) for pt in points], [max(pt.top1) for pt in points], colors=[color], linewidths=1)
+            for pt in points:
+                if pt is sweep.chosen:
+                    ax.scatter(pt.value(knob), pt.mean, marker="*", s=220, color=color, edgecolors="black", zorder=3)
+                if pt.declared:
+                    ax.scatter(pt.value(knob), pt.mean, marker="o", s=140, facecolors="none", edgecolors="black",
+                               zorder=3)
+                if pt.diverged:
+                    ax.scatter(pt.value(knob), pt.mean, marker="x", s=80, color="black", zorder=3)
+        _log_params_axis(ax)
+        ax.set_xlabel(f"{knob} (log scale)")
+        ax.set_ylabel("held-out top-1 (%)")
+        ax.set_title(f"{' · '.join(group)}", fontsize="medium")
+    _legend(fig, axes, [
+        (Line2D([], [], color="gray", marker="*", markersize=12, markeredgecolor="black", linestyle="none"), "chosen"),
+        (Line2D([], [], marker="o", markersize=10, markerfacecolor="none", markeredgecolor="black", linestyle="none"),
+         "declared"),
+        (Line2D([], [], marker="x", markersize=8, color="black", linestyle="none"), "diverged (no video right)"),
+        (Line2D([], [], color="gray", marker="|", markersize=10, linestyle="none"), "range over trial seeds")])
+    return _save(fig, stem)
+
+
 def plot_datasets_by_method(summaries: Sequence[MethodSummary], stem: Path) -> list[Path]:
     """Top-1 per method with the datasets side by side (e.g. appearance vs motion), one panel per
     backbone; bars are seed means, error bars the seed standard deviation (n - 1)."""
@@ -270,7 +317,8 @@ def plot_stems(report: Report) -> list[str]:
     if not report.summaries:
         return []
     stems = [ACCURACY_PLOT, DATASETS_PLOT] + ([PAIRED_PLOT] if report.groups_with_paired_tests() else [])
-    return stems + [curves_plot(group) for group in report.groups_with_curves()]
+    return (stems + [curves_plot(group) for group in report.groups_with_curves()]
+            + [tuning_plot(group) for group in report.groups_with_sweeps()])
 
 
 def write_plots(report: Report, plots_dir: Path) -> list[Path]:
@@ -291,4 +339,6 @@ def write_plots(report: Report, plots_dir: Path) -> list[Path]:
             paths += plot_paired_differences(report, plots_dir / PAIRED_PLOT)
         for group in report.groups_with_curves():
             paths += plot_training_curves(report, group, plots_dir / curves_plot(group))
+        for group in report.groups_with_sweeps():
+            paths += plot_sensitivity(report, group, plots_dir / tuning_plot(group))
         return paths

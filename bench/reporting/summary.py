@@ -1,6 +1,7 @@
 """Aggregation: the seeds of one configuration summarised, after checking they belong together."""
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,9 @@ class MethodSummary:
 
     @property
     def method_id(self) -> str:
-        """The method without its options: ``st_adapter[width=32]`` -> ``st_adapter``."""
-        return self.method.split("[", 1)[0]
+        """The method without its options or tuned values: ``st_adapter[width=32](base_lr=0.032)`` ->
+        ``st_adapter``."""
+        return re.split(r"[\[(]", self.method, maxsplit=1)[0]
 
     @property
     def params_percent(self) -> float | None:
@@ -74,13 +76,19 @@ class MethodSummary:
 
 
 def method_label(record: RunRecord, where: Path | str) -> str:
-    """The method id, plus its options when it has any, so that two presets get two rows."""
-    options = record.config.get("method_options") or {}
-    if not isinstance(options, dict):
-        raise RecordError(where, "config.method_options", f"expected an object, got {options!r}")
-    if not options:
-        return record.method
-    return f"{record.method}[{','.join(f'{k}={options[k]}' for k in sorted(options))}]"
+    """The method id, plus its options when it has any, so that two presets get two rows, plus the
+    recipe values a tuning protocol set away from the method's declared ones (``(base_lr=0.032)``),
+    so that a tuned configuration is a row, a baseline and a gate entry of its own."""
+    return record.method + _bracketed(record, where, "method_options", "[]") + _bracketed(record, where, "tuned", "()")
+
+
+def _bracketed(record: RunRecord, where: Path | str, field: str, brackets: str) -> str:
+    values = record.config.get(field) or {}
+    if not isinstance(values, dict):
+        raise RecordError(where, f"config.{field}", f"expected an object, got {values!r}")
+    if not values:
+        return ""
+    return brackets[0] + ",".join(f"{k}={values[k]}" for k in sorted(values)) + brackets[1]
 
 
 def backbone_sizes(records: Iterable[RunRecord]) -> dict[str, int]:

@@ -22,11 +22,14 @@ from bench.reporting.layout import (
     TABLES_SUBDIR,
     curves_plot,
     safe_name,
+    tuning_plot,
 )
 from bench.reporting.reference import REFERENCE_COLUMNS, ReportedRow
 from bench.reporting.stats import BOOTSTRAP_REPLICATES, Interval
 from bench.reporting.summary import MethodSummary, group_summaries
+from bench.reporting.tuning import notes, point_cell, point_text, status, value_text
 from bench.reporting.uncertainty import GroupAnalysis, Intervals, PairedRow
+from bench.tuning.select import Sweep
 
 _DASH = "—"
 
@@ -238,6 +241,41 @@ def _paired_section(group: tuple[str, str, str], analysis: GroupAnalysis) -> tup
     return md, tex, csv_text
 
 
+_TUNING_HEADERS = ("configuration", "trials", "held-out videos", "held-out top-1 (%) per grid point", "chosen")
+
+
+_TUNING_CSV_COLUMNS = ("dataset", "backbone", "recipe", "configuration", "point", "values", "steps", "declared",
+                       "chosen", "seeds", "top1_mean", "top1_per_seed", "heldout_videos", "diverged_seeds")
+
+
+def _trials(sweep: Sweep) -> str:
+    seeds = len(sweep.chosen.seeds)
+    return f"{len(sweep.points)} points × {seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def _tuning_section(group: tuple[str, str, str], sweeps: Sequence[Sweep]) -> tuple[list[str], str | None]:
+    """The group's sweeps: a Markdown table with the sensitivity figure and notes, and their CSV."""
+    if not sweeps:
+        return [], None
+    cells = [(s.declared.label, _trials(s), str(s.chosen.videos), " · ".join(point_cell(p, s) for p in s.points),
+              point_text(s.chosen)) for s in sweeps]
+    md = ["Tuning (`bench.run --tune`): held-out top-1, mean over the trial seeds, on a held-out part of the "
+          "training list, never the validation set; the chosen point in bold (README, \"Fair tuning\"). The "
+          "table's tuning column says whether a configuration is its sweep's choice, at its declared value while "
+          "the sweep chose another, or not tuned.", "",
+          _table(cells, _TUNING_HEADERS, ("left", "right", "right", "left", "left"), "pipe"),
+          f"![Held-out top-1 against the tuned values, {' · '.join(group)}]"
+          f"({PLOTS_SUBDIR}/{tuning_plot(group)}.png)", ""]
+    lines = [n for s in sweeps for n in notes(s)]
+    md += [f"- {line}" for line in lines] + ([""] if lines else [])
+    rows = [(*group, s.declared.label, p.label, " ".join(f"{q.knob}={value_text(q.value)}" for q in p.point),
+             " ".join(f"{q.knob}={q.step:+d}" for q in p.point), "yes" if p.declared else "no",
+             "yes" if p is s.chosen else "no", " ".join(map(str, p.seeds)), p.mean,
+             " ".join(f"{t:.4f}" for t in p.top1), p.videos, " ".join(map(str, p.diverged)))
+            for s in sweeps for p in s.points]
+    return md, _csv_text(rows, _TUNING_CSV_COLUMNS)
+
+
 def render_tables(report: Report) -> dict[str, str]:
     """Every generated text file, keyed by its path relative to the results directory."""
     summaries, reported = report.summaries, report.reported
@@ -262,9 +300,20 @@ def render_tables(report: Report) -> dict[str, str]:
         analysis = report.analysis[group]
         beside = [r for r in reported if r.dataset == dataset]
         measured = [_measured_cells(s, analysis.intervals[s.method]) for s in rows]
-        md += [f"## {dataset} · {backbone} · recipe {recipe}", "",
-               _table(measured, _MEASURED_HEADERS, _MEASURED_ALIGN, "pipe")]
-        tex = [f"% {_GENERATED}", _table(measured, _MEASURED_HEADERS, _MEASURED_ALIGN, "latex_booktabs")]
+        csv_rows = [_csv_row(s, analysis.intervals[s.method]) for s in rows]
+        headers, align, csv_columns = _MEASURED_HEADERS, _MEASURED_ALIGN, _CSV_COLUMNS
+        sweeps = report.sweeps_in(group)
+        if sweeps:  # a column only where something was tuned: the other groups' tables stay as they were
+            said = [status(s.method, sweeps) for s in rows]
+            measured = [(*cells, text) for cells, text in zip(measured, said)]
+            csv_rows = [(*cells, text) for cells, text in zip(csv_rows, said)]
+            headers, align, csv_columns = headers + ("tuning",), align + ("left",), csv_columns + ("tuning",)
+        md += [f"## {dataset} · {backbone} · recipe {recipe}", "", _table(measured, headers, align, "pipe")]
+        tex = [f"% {_GENERATED}", _table(measured, headers, align, "latex_booktabs")]
+        tuning_md, tuning_csv = _tuning_section(group, sweeps)
+        md += tuning_md
+        if tuning_csv is not None:
+            files[f"{stem}__tuning.csv"] = tuning_csv
         paired_md, paired_tex, paired_csv = _paired_section(group, analysis)
         md += paired_md
         tex += paired_tex
@@ -281,7 +330,7 @@ def render_tables(report: Report) -> dict[str, str]:
         else:
             md += [f"No published numbers exist for {dataset}; see the reported section below.", ""]
         files[f"{stem}.tex"] = "\n".join(tex)
-        files[f"{stem}.csv"] = _csv_text((_csv_row(s, analysis.intervals[s.method]) for s in rows), _CSV_COLUMNS)
+        files[f"{stem}.csv"] = _csv_text(csv_rows, csv_columns)
 
     if reported:
         cells = [_reported_cells(r) for r in reported]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -116,13 +116,17 @@ def load_outcomes(summary: MethodSummary, records: Mapping[str, RunRecord], resu
                     val_list=first.list_sha256())
 
 
-def resolve_reference(rows: Sequence[MethodSummary], reference_method: str) -> tuple[str | None, str | None]:
+def resolve_reference(rows: Sequence[MethodSummary], reference_method: str,
+                      preferred: Collection[str] = ()) -> tuple[str | None, str | None]:
     """The reference's method label in a group, or None with the reason: an exact label wins, else
-    the one configuration of that method id."""
+    the one configuration of that method id, else the one of them in ``preferred`` (a tuned
+    configuration beside its declared one)."""
     labels = [s.method for s in rows]
     if reference_method in labels:
         return reference_method, None
     matches = [s.method for s in rows if s.method_id == reference_method]
+    if len(matches) > 1 and len([m for m in matches if m in preferred]) == 1:
+        matches = [m for m in matches if m in preferred]
     if len(matches) == 1:
         return matches[0], None
     if not matches:
@@ -132,14 +136,16 @@ def resolve_reference(rows: Sequence[MethodSummary], reference_method: str) -> t
 
 
 def analyse(summaries: Sequence[MethodSummary], records: Mapping[str, RunRecord], results_dir: Path | str,
-            reference_method: str = DEFAULT_REFERENCE_METHOD) -> dict[Group, GroupAnalysis]:
-    """Intervals and paired tests of every group, in the summaries' order."""
+            reference_method: str = DEFAULT_REFERENCE_METHOD,
+            preferred: Collection[str] = ()) -> dict[Group, GroupAnalysis]:
+    """Intervals and paired tests of every group, in the summaries' order (``preferred``: see
+    ``resolve_reference``)."""
     analysis = {}
     for group, rows in group_summaries(summaries).items():
         outcomes = {s.method: load_outcomes(s, records, results_dir) for s in rows}
         hits = _hits_by_configuration(outcomes)
         intervals = {s.method: _intervals(s, outcomes[s.method], hits.get(s.method)) for s in rows}
-        reference, note = resolve_reference(rows, reference_method)
+        reference, note = resolve_reference(rows, reference_method, preferred)
         notes = [note] if note else []
         without = [s.method for s in rows if outcomes[s.method] is None]
         if without:

@@ -27,6 +27,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 RUNS_SUBDIR = "runs"
 RECORD_SUFFIX = ".json"
+TUNING_SUBDIR = "tuning"  # RESULTS/tuning is the results folder of the tuning trials (bench.tuning)
 
 
 class RecordError(ValueError):
@@ -168,13 +169,32 @@ def iter_record_paths(results_dir: Path | str) -> Iterator[Path]:
     yield from sorted(runs_dir(results_dir).glob(f"*{RECORD_SUFFIX}"))
 
 
-def load_records(results_dir: Path | str) -> list[RunRecord]:
+def is_trial(record: RunRecord) -> bool:
+    """A tuning trial: scored on a held-out part of the training list, not on the validation set."""
+    return record.config.get("trial") is not None
+
+
+def tuning_dir(results_dir: Path | str) -> Path:
+    return Path(results_dir) / TUNING_SUBDIR
+
+
+def load_records(results_dir: Path | str, trials: bool = False) -> list[RunRecord]:
     """All records under ``results_dir/runs``, sorted by file name (stable order for byte-stable tables).
 
-    Records of an older engine still load; they are named once, because their config hash follows an
-    older run identity, so no new run will ever match (and skip) them.
+    A folder holds runs or tuning trials, never both (``trials`` says which is expected): a trial's
+    top-1 is a held-out score of the training list, so a trial among the runs would enter tables and
+    the gate as a validation result. Records of an older engine still load; they are named once,
+    because their config hash follows an older run identity, so no new run will ever match (and skip)
+    them.
     """
     records = [load_record(p) for p in iter_record_paths(results_dir)]
+    for record in records:
+        if is_trial(record) != trials:
+            raise RecordError(runs_dir(results_dir) / record.file_name, "config.trial",
+                              "is a tuning trial (scored on a held-out part of the training list), found among "
+                              f"the runs; trials belong in RESULTS/{TUNING_SUBDIR}/{RUNS_SUBDIR}" if not trials else
+                              "is not set: an ordinary run found among the tuning trials; runs belong in "
+                              f"RESULTS/{RUNS_SUBDIR}")
     old = [r.file_name for r in records if predates_identity(r)]
     if old:
         log.warning("%d record(s) in %s predate the current run identity (engine version %d: weights by "
