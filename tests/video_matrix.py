@@ -9,7 +9,6 @@ datasets as users have them (YouTube downloads for Kinetics, the 20BN webm files
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -38,7 +37,7 @@ class Case:
     seconds: float = 4.0
     audio: str | None = None
     variable_rate: bool = False
-    rotation: int = 0  # degrees clockwise, written into the mp4 track header as phones do
+    rotation: int = 0  # degrees clockwise, in the track's display matrix as phones write it
     colorspace: str | None = None  # a colour matrix tag (with its primaries and transfer), e.g. "bt709"
     decord: str | None = None  # "fails: why" / "differs: why" where decord 0.6 does not return the true frames
 
@@ -166,6 +165,8 @@ def write_case(case: Case, path: Path, seed: int = 0) -> Path:
             context = video.codec_context
             context.colorspace = context.color_primaries = context.color_trc = _TAGS[case.colorspace]
         video.options = dict(case.options)
+        if case.rotation:
+            video.set_display_rotation(-case.rotation)  # the display matrix's angle is counterclockwise
         audio = container.add_stream(case.audio, rate=48000, layout="mono") if case.audio else None
         tones = iter(_audio_frames(audio, case.seconds)) if audio else iter(())
         tone = next(tones, None)
@@ -182,29 +183,4 @@ def write_case(case: Case, path: Path, seed: int = 0) -> Path:
             tone = next(tones, None)
         if audio:
             container.mux(audio.encode())
-    if case.rotation:
-        set_mp4_rotation(path, case.rotation)
     return path
-
-
-def set_mp4_rotation(path: Path, degrees: int) -> None:
-    """Write a rotation into the video track header's display matrix, where phones put it."""
-    data = bytearray(path.read_bytes())
-    tkhd = _find_box(data, [b"moov", b"trak", b"tkhd"])
-    version = data[tkhd + 8]
-    matrix_at = tkhd + 8 + 4 + (32 if version == 1 else 20) + 8 + 8  # after times, ids, reserved, layer...
-    one, cos, sin = 1 << 16, round(np.cos(np.radians(degrees))), round(np.sin(np.radians(degrees)))
-    data[matrix_at:matrix_at + 36] = struct.pack(">9i", cos * one, sin * one, 0, -sin * one, cos * one, 0,
-                                                 0, 0, 1 << 30)
-    path.write_bytes(bytes(data))
-
-
-def _find_box(data: bytearray, names: list[bytes], start: int = 0, end: int | None = None) -> int:
-    """Offset of the first box along ``names`` (mp4 boxes nest: size, type, payload)."""
-    end = len(data) if end is None else end
-    while start + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[start:start + 8])
-        if kind == names[0]:
-            return start if len(names) == 1 else _find_box(data, names[1:], start + 8, start + size)
-        start += size
-    raise ValueError(f"no {names[0]!r} box")

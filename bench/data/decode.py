@@ -2,10 +2,12 @@
 
 Sampled reads go through PyAV (``read_frames_pyav``): it decodes forward from the keyframe before each
 needed frame, as decord does, but tells the decoder to drop the non-reference frames it does not need
-(a B-frame nothing else predicts from is never needed to reconstruct another frame). The frames it
-returns are those decord returns, byte for byte (tests compare them on h264 with B-frames and long
-GOPs and on VP9); on Kinetics-like h264 (keyframes 250 apart, x264's B-pyramid) it costs about a
-quarter less CPU than decord (results/perf/NOTES.md). Whole videos for the cache are read by decord.
+(a B-frame nothing else predicts from is never needed to reconstruct another frame). It turns frames
+by their rotation tag as decord does. The frames it returns are those decord returns, byte for byte,
+on every encoding of the conformance matrix (tests/test_data_conformance.py; where decord itself
+deviates, the true frames); on Kinetics-like h264 (keyframes 250 apart, x264's B-pyramid) it costs
+about a quarter less CPU than decord (results/perf/NOTES.md). Whole videos for the cache are read by
+decord.
 """
 from __future__ import annotations
 
@@ -106,14 +108,22 @@ class PacketIndex:
         return cls(packets, display_pts, keyframes, [frame_of[packets[i].pts] for i in keyframes])
 
 
+# Decoders that read ``skip_frame`` anew for every packet (FFmpeg 8, each checked by the conformance
+# matrix). Others read it once, when they open: FFmpeg's libdav1d wrapper (AV1) turns NONREF then into
+# "decode reference frames only" for the whole stream, so a wanted non-reference frame never comes out.
+PER_PACKET_SKIP = frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9"})
+
+
 def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneeded: bool = True) -> Iterator:
     """The decoded ``av.VideoFrame`` of each display index in ``wanted`` (sorted, distinct), in order.
 
     Decoding restarts at a frame's keyframe only when that keyframe lies past the current position
-    (decord's seek rule); with ``skip_unneeded`` the decoder drops non-reference frames not wanted.
+    (decord's seek rule); with ``skip_unneeded`` a decoder of ``PER_PACKET_SKIP`` drops the
+    non-reference frames not wanted (any other decodes every frame).
     """
     codec = container.streams.video[0].codec_context
     codec.thread_count = 1
+    skip_unneeded = skip_unneeded and codec.codec.name in PER_PACKET_SKIP
     wanted_pts = {index.display_pts[i] for i in wanted}
     position, segment, drained = 0, -1, False
     pending: dict[int, object] = {}
@@ -149,6 +159,13 @@ def rgb_converter() -> Callable:
     return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
+def quarter_turns(frame) -> int:
+    """How many quarter turns clockwise decord gives a frame: its display matrix's rotation when that
+    is 90, 180 or 270 degrees (decord 0.6 turns by no other angle and ignores mirroring)."""
+    degrees = -frame.rotation % 360  # PyAV: degrees counterclockwise, whole, in [-180, 180]
+    return degrees // 90 if degrees in (90, 180, 270) else 0
+
+
 def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
                      skip_unneeded: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Frames at ``choose(frame_count)`` as uint8 (*indices.shape, H, W, 3), and the indices (see module doc)."""
@@ -158,7 +175,11 @@ def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
             indices = np.asarray(choose(index.frames))
             distinct = np.unique(indices)
             to_rgb = rgb_converter()
-            frames = np.stack([to_rgb(frame) for frame in decode_wanted(container, index, distinct, skip_unneeded)])
+            decoded = list(decode_wanted(container, index, distinct, skip_unneeded))
+            frames = np.stack([to_rgb(frame) for frame in decoded])
+        turns = quarter_turns(decoded[0])
+        if turns:
+            frames = np.ascontiguousarray(np.rot90(frames, -turns, axes=(1, 2)))
         return frames[np.searchsorted(distinct, indices)], indices
     except Exception as err:  # PyAV raises its own FFmpegError subclasses, ValueError or IndexError
         raise VideoDecodeError(path, err) from err
