@@ -3,6 +3,7 @@
 Each case of ``video_matrix.CASES`` is written with PyAV, then read by the real ``VideoDataset`` (the
 loader's path: sampling, the fast reader, broken-video handling) with K400's sampling (dense, 3 test
 views) and SSv2's (uniform segments, the midpoints at test), in training (several draws) and at test.
+A fallback to the other reader fails the case: it means the fast reader has a defect on that encoding.
 The frames must equal decord's byte for byte. Where decord 0.6 itself does not return the true frames
 (the case says how), the loader's frames must equal the true ones, every frame decoded in order, and
 decord must still deviate, so a stale note fails too.
@@ -36,6 +37,7 @@ def loader_read(path: Path, spec: ClipSpec, train: bool, seed: int) -> tuple[np.
                            device_transforms=True)
     item = dataset[0]
     assert not item["replaced"], f"the loader called {path.name} broken: {dataset.broken.errors}"
+    assert not item["fallback"], f"the loader's reader failed on {path.name}: {dataset.fallbacks.errors}"
     frames = item["frames"].numpy()
     return frames, sample_indices(spec, true_frames(path).shape[0], train, dataset.sample_rng(0))
 

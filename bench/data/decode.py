@@ -207,6 +207,13 @@ def read_frames(path: Path, choose: Callable[[int], np.ndarray],
         raise VideoDecodeError(path, err) from err
 
 
+def read_frames_other(path: Path, choose: Callable[[int], np.ndarray],
+                      cache: FrameCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The reader ``read_frames`` does not use with this ``cache``, for a video it failed on: decord's
+    sampled read behind PyAV's, PyAV's behind the cache's whole-video decord read."""
+    return read_frames_decord(path, choose) if cache is None else read_frames_pyav(path, choose)
+
+
 def read_frames_decord(path: Path, choose: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """decord's sampled read (it seeks to the keyframe before each frame it cannot reach by decoding on)."""
     try:
