@@ -218,9 +218,11 @@ def data_key(cfg: RunConfig) -> tuple:
 
 
 def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFacts]:
-    """Open every (dataset, root, world, clip) once: validates roots and layouts, generates the
+    """Open every (dataset, root, world, clip) once: validates roots and layouts, reads one sample of
+    each split (a split none of whose videos decodes fails here, not in a job), generates the
     synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
-    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
+    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes.
+    Every run must have a full global batch of training clips."""
     from bench.data import build_dataset
     from bench.data.identity import data_identity
     from bench.data.roots import DatasetRootError
@@ -238,6 +240,8 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
         try:
             train, val = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train",
                                         root=cfg.data_root, synth=cfg.synth) for split in ("train", "val")]
+            for dataset in (train, val):
+                dataset.check_readable()
             facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True,
                                    identity=data_identity(val))
         except DatasetRootError as err:
@@ -250,6 +254,11 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
         raise missing_roots[0]
     if missing_roots:  # every dataset that is not where it was said to be, at once
         raise BenchInputError(f"{len(missing_roots)} datasets are not found:\n" + "\n".join(map(str, missing_roots)))
+    for cfg in runs:
+        clips = facts[data_key(cfg)].train_clips
+        if not cfg.eval_only and clips < cfg.recipe.batch_size:
+            raise BenchInputError(f"{cfg.dataset}: {clips} training clips is fewer than one global batch "
+                                  f"({cfg.recipe.batch_size}); lower --batch-size")
     return facts
 
 

@@ -21,12 +21,13 @@ from bench.reporting.console import print_summary
 def _input_errors() -> tuple[type[Exception], ...]:
     """Every exception type that means 'the user asked for something impossible' (exit code 2)."""
     from bench.data.listfile import AnnotationError
+    from bench.data.robust import AllVideosBrokenError
     from bench.data.roots import DatasetRootError
     from bench.data.spec import ClipSpecError
     from bench.launch.slurm_profile import ProfileError
     from methods import BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError
-    return (BenchInputError, ConfigError, AnnotationError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
-            MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
+    return (BenchInputError, ConfigError, AnnotationError, AllVideosBrokenError, DatasetRootError, ClipSpecError,
+            ProfileError, BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError)
 
 
 def build_parser(prog: str = "python -m bench.run", description: str = __doc__) -> argparse.ArgumentParser:

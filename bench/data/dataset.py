@@ -86,8 +86,23 @@ class VideoDataset(Dataset):
             frames, rng = read
             return {**self._clip(frames, rng), "label": self.source_list[source].label, "index": index,
                     "source_index": source, "replaced": source != index, "fallback": source in self.fallbacks}
-        raise AllVideosBrokenError(f"{self.name} {self.split}: none of the {len(self)} videos listed in "
-                                   f"{self.annotation} could be decoded; run `python -m bench.data scan` on it")
+        first = min(self.broken.errors)
+        raise AllVideosBrokenError(
+            f"{self.name} {self.split}: none of the {len(self)} videos listed in {self.annotation} can be decoded "
+            f"(first: {self.source_list[first].path}: {self.broken.errors[first]}); check the root and the list, "
+            f"or run `python -m bench.data scan --dataset {self.name} --root ROOT --out DIR` and train on the "
+            "cleaned list it writes (--datasets list --root list=DIR)")
+
+    def check_readable(self) -> None:
+        """Read one sample as the first batch will: a dataset none of whose videos decodes raises
+        ``AllVideosBrokenError`` now (``bench.run`` checks before any job starts), not inside a job.
+        Quietly: the videos it meets are named again, once, by the run that reads them."""
+        self.broken.quiet = self.fallbacks.quiet = True
+        try:
+            if len(self):
+                self[0]
+        finally:
+            self.broken.quiet = self.fallbacks.quiet = False
 
     def _read(self, index: int, source: int, cache: FrameCache | None) -> tuple[np.ndarray, np.random.Generator] | None:
         """Sample ``index``'s frames of video ``source`` and the sample's generator after the draw, or

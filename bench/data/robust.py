@@ -36,6 +36,7 @@ class BrokenVideos:
 
     def __init__(self) -> None:
         self.errors: dict[int, str] = {}
+        self.quiet = False  # set while probing a dataset (bench.run's check): its error says it all
 
     def __contains__(self, index: int) -> bool:
         return index in self.errors
@@ -44,7 +45,7 @@ class BrokenVideos:
         if index in self.errors:
             return
         self.errors[index] = str(error)
-        if log:
+        if log and not self.quiet:
             logger.warning(self.message, path, error)
 
 
