@@ -262,6 +262,18 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
     return facts
 
 
+def check_weights(runs: Sequence[RunConfig]) -> None:
+    """Check every weights file of the grid against its backbone as the jobs will load it (format,
+    layout, activation, keys and shapes; the tensors are mapped, not read), so that a wrong file
+    fails here, in one line, not in every job. Pre-training references are checked when made."""
+    from methods import check_weights as check
+    from methods import get_backbone_config
+    files = {(cfg.weights, cfg.backbone) for cfg in runs
+             if cfg.weights not in (None, RANDOM_WEIGHTS) and not cfg.weights.startswith("pretrain:")}
+    for weights, backbone in sorted(files):
+        check(weights, get_backbone_config(backbone))
+
+
 def with_data_identity(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> list[RunConfig]:
     """The runs with the identity of the data they will read (a prepared copy or another validation
     list is another run)."""

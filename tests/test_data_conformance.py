@@ -72,7 +72,7 @@ def test_loader_reads_every_encoding_as_decord_does(case: Case, tmp_path):
             theirs = decord_read(path, indices)
             assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, decord {theirs.shape}"
             differ = int((ours != theirs).any(axis=(-3, -2, -1)).sum())
-            assert not differ, f"{what}: {differ} of {indices.size} frames differ from decord's (indices {indices.tolist()})"
+            assert not differ, f"{what}: {differ} of {indices.size} frames differ from decord's ({indices.tolist()})"
             continue
         truth = true_frames(path)[indices]
         assert ours.shape == truth.shape and np.array_equal(ours, truth), f"{what}: not the true frames"

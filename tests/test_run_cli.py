@@ -209,3 +209,33 @@ def test_fewer_training_clips_than_one_batch_fails_before_any_job(isolated, caps
     err = capsys.readouterr().err
     assert err == "error: list: 2 training clips is fewer than one global batch (4); lower --batch-size\n"
     assert not results.exists()
+
+
+@pytest.mark.parametrize("kind", ["reference save_model file", "suite run checkpoint"])
+def test_trainable_weights_given_as_weights_are_refused_before_any_job(isolated, capsys, kind):
+    """--weights FILE where FILE holds a method's trainable weights only: exit 2 before any job, saying
+    what the file is and that it belongs in --init beside --weights <CLIP file>."""
+    from bench.engine.execution import Execution
+    from bench.engine.loop import execute_run, work_dir
+    from tests.engine_helpers import tiny_run
+    from tests.test_weights import _reference_save_model, random_st_adapter
+
+    if kind == "reference save_model file":
+        trained = isolated / "checkpoint-11.pth"
+        _reference_save_model(random_st_adapter({"width": 16}), trained)
+        what = "only ST-Adapter adapters and a classifier, in the reference code's save_model layout"
+    else:
+        cfg = tiny_run(isolated / "world", epochs=1)
+        execute_run(cfg, isolated / "runs", Execution(progress=False, keep_checkpoint=True))
+        trained = work_dir(isolated / "runs", cfg) / "checkpoint.pt"
+        what = "only a method's trainable weights, in this suite's run checkpoint (with its optimizer and progress)"
+    root = _list_root(isolated, {"a.mp4": None, "b.mp4": None})
+    results = isolated / "results"
+    argv = _list_grid(root, results, "--methods", "st_adapter", "--backbone", "vit_tiny_test", "--weights", str(trained),
+                      "--batch-size", "2")
+    capsys.readouterr()  # what making the file printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: weights file {str(trained)!r} holds {what}: ") and "no image tower" in err
+    assert f"It belongs in --init {trained}, beside --weights <CLIP file>" in err
+    assert len(err.strip().splitlines()) == 1 and not results.exists()

@@ -13,6 +13,7 @@ import math
 import resource
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -186,7 +187,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                 collate_fn=train_set.collate_fn, generator=loader_generator(cfg.seed, epoch)), recipe.clip, True, device)
             curves.start_epoch(epoch)
             _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
-                         epoch * steps_per_epoch, save, curves, guard, lambda sources: note_fallbacks("train", sources))
+                         epoch * steps_per_epoch, save, curves, guard, partial(note_fallbacks, "train"))
             mean_loss = all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item() / (steps_per_epoch * ctx.world_size)
             progress.finish_epoch()
             logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
