@@ -86,12 +86,12 @@ class VideoDataset(Dataset):
             frames, rng = read
             return {**self._clip(frames, rng), "label": self.source_list[source].label, "index": index,
                     "source_index": source, "replaced": source != index, "fallback": source in self.fallbacks}
-        first = min(self.broken.errors)
+        first = min(self.broken.errors, default=None)
+        example = "" if first is None else f" (first: {self.source_list[first].path}: {self.broken.errors[first]})"
         raise AllVideosBrokenError(
-            f"{self.name} {self.split}: none of the {len(self)} videos listed in {self.annotation} can be decoded "
-            f"(first: {self.source_list[first].path}: {self.broken.errors[first]}); check the root and the list, "
-            f"or run `python -m bench.data scan --dataset {self.name} --root ROOT --out DIR` and train on the "
-            "cleaned list it writes (--datasets list --root list=DIR)")
+            f"{self.name} {self.split}: none of the {len(self)} videos listed in {self.annotation} can be decoded"
+            f"{example}; check the root and the list, or run `python -m bench.data scan --dataset {self.name} "
+            "--root ROOT --out DIR` and train on the cleaned list it writes (--datasets list --root list=DIR)")
 
     def check_readable(self) -> None:
         """Read one sample as the first batch will: a dataset none of whose videos decodes raises
@@ -104,7 +104,8 @@ class VideoDataset(Dataset):
         finally:
             self.broken.quiet = self.fallbacks.quiet = False
 
-    def _read(self, index: int, source: int, cache: FrameCache | None) -> tuple[np.ndarray, np.random.Generator] | None:
+    def _read(self, index: int, source: int,
+              cache: FrameCache | None) -> tuple[np.ndarray, np.random.Generator] | None:
         """Sample ``index``'s frames of video ``source`` and the sample's generator after the draw, or
         None when no reader decodes the video (it is then marked broken). Each reader starts from a
         fresh generator (a replacement or fallback looks the same however it was reached)."""
