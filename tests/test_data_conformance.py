@@ -29,24 +29,23 @@ READS = [(name, spec, train, seed) for name, spec in (("k400", K400), ("ssv2", S
          for train, seeds in ((True, range(TRAIN_DRAWS)), (False, range(1))) for seed in seeds]
 
 
-def loader_read(path: Path, spec: ClipSpec, train: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def loader_read(path: Path, spec: ClipSpec, train: bool, seed: int) -> tuple[np.ndarray, VideoDataset]:
     """The frames the loader hands on for sample 0 of a one-video list (uint8, (views, T, H, W, 3)),
-    and the indices it sampled (the dataset's own draw, replayed)."""
+    and the dataset (whose ``sample_rng(0)`` replays the draw)."""
     index = DatasetIndex([VideoEntry(path, 0)], ["class"], path.parent, path)
     dataset = VideoDataset("list", "train" if train else "val", index, spec, train, seed=seed,
                            device_transforms=True)
     item = dataset[0]
     assert not item["replaced"], f"the loader called {path.name} broken: {dataset.broken.errors}"
     assert not item["fallback"], f"the loader's reader failed on {path.name}: {dataset.fallbacks.errors}"
-    frames = item["frames"].numpy()
-    return frames, sample_indices(spec, true_frames(path).shape[0], train, dataset.sample_rng(0))
+    return item["frames"].numpy(), dataset
 
 
 _truth: dict[Path, np.ndarray] = {}
 
 
 def true_frames(path: Path) -> np.ndarray:
-    """Every frame in display order, decoded front to back with nothing skipped (no seeking)."""
+    """Every frame the video shows, in display order, decoded front to back with nothing skipped."""
     if path not in _truth:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -57,8 +56,10 @@ def true_frames(path: Path) -> np.ndarray:
     return _truth[path]
 
 
-def decord_read(path: Path, indices: np.ndarray) -> np.ndarray:
-    return read_frames_decord(path, lambda count: indices)[0]
+def decord_read(path: Path, dataset: VideoDataset) -> tuple[np.ndarray, np.ndarray]:
+    """decord's frames for the same draw, sampled over the frame count decord sees."""
+    rng = dataset.sample_rng(0)
+    return read_frames_decord(path, lambda count: sample_indices(dataset.clip, count, dataset.train, rng))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -67,17 +68,20 @@ def test_loader_reads_every_encoding_as_decord_does(case: Case, tmp_path):
     deviations = []
     for name, spec, train, seed in READS:
         what = f"{name} {'training draw ' + str(seed) if train else 'test views'}"
-        ours, indices = loader_read(path, spec, train, seed)
+        ours, dataset = loader_read(path, spec, train, seed)
         if case.decord is None:
-            theirs = decord_read(path, indices)
+            theirs, indices = decord_read(path, dataset)
             assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, decord {theirs.shape}"
             differ = int((ours != theirs).any(axis=(-3, -2, -1)).sum())
             assert not differ, f"{what}: {differ} of {indices.size} frames differ from decord's ({indices.tolist()})"
             continue
-        truth = true_frames(path)[indices]
-        assert ours.shape == truth.shape and np.array_equal(ours, truth), f"{what}: not the true frames"
+        truth = true_frames(path)
+        indices = sample_indices(spec, len(truth), train, dataset.sample_rng(0))
+        expected = truth[indices]
+        assert ours.shape == expected.shape and np.array_equal(ours, expected), f"{what}: not the true frames"
         try:
-            deviations.append(not np.array_equal(decord_read(path, indices), truth))
+            theirs, their_indices = decord_read(path, dataset)
+            deviations.append(not (np.array_equal(their_indices, indices) and np.array_equal(theirs, expected)))
         except VideoDecodeError:
             deviations.append("fails")
     if case.decord is not None:

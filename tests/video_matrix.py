@@ -9,7 +9,7 @@ datasets as users have them (YouTube downloads for Kinetics, the 20BN webm files
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,6 +38,7 @@ class Case:
     audio: str | None = None
     variable_rate: bool = False
     rotation: int = 0  # degrees clockwise, in the track's display matrix as phones write it
+    preroll: int = 0  # frames before time zero, behind an mp4 edit list, as `ffmpeg -ss T -c copy` leaves them
     colorspace: str | None = None  # a colour matrix tag (with its primaries and transfer), e.g. "bt709"
     decord: str | None = None  # "fails: why" / "differs: why" where decord 0.6 does not return the true frames
 
@@ -59,6 +60,8 @@ SVT_AV1 = (("preset", "12"),)
 NO_AV1 = "fails: decord 0.6's FFmpeg 4.1 has no AV1 decoder"
 MISSEEKS = ("differs: after a seek decord returns a neighbouring frame where B-frames cross the keyframe "
             "(its keyframe positions are in decode order, its frame numbers in display order)")
+PREROLL = ("differs: decord counts the frames before the edit list's start as the video's, and gives the i-th "
+           "decoded frame as frame i after a seek but the (i + those)-th when it decodes on from the start")
 ODD_HEIGHT = ("differs: decord 0.6's FFmpeg 4.1 converts 4:2:0 frames of odd height to RGB through swscale's "
               "scaling path, FFmpeg 8 (PyAV) like every other height; the pictures agree, the bytes do not")
 
@@ -95,6 +98,9 @@ CASES = (
     *(Case(f"h264_rotation_{degrees}", "rare: a phone's portrait video (YouTube applies rotation when it transcodes)",
            rotation=degrees, options=X264) for degrees in (90, 270)),
     Case("h264_with_audio", COMMON_K400, audio="aac", options=X264),
+    Case("h264_cut_by_stream_copy", "uncommon: clips cut from the YouTube video with ffmpeg -ss -c copy (an edit "
+         "list hides the frames from the keyframe before the cut)", preroll=7, audio="aac", options=X264,
+         decord=PREROLL),
     Case("h264_mkv_opus", "common in Kinetics copies re-downloaded with yt-dlp (h264 + opus merged into mkv)",
          container="matroska", audio="libopus", options=X264),
     # other codecs, without and with audio
@@ -135,7 +141,7 @@ def _timestamps(case: Case) -> tuple[list[int], Fraction]:
     """Presentation times and their time base: every 1/fps, or for variable rate intervals of 1/3 to 2
     frame periods (as a phone drops and bunches frames)."""
     if not case.variable_rate:
-        return list(range(case.frames)), 1 / case.fps
+        return list(range(case.frames)), 1 / Fraction(case.fps)
     base = Fraction(1, 90000)
     period = int(90000 / case.fps)
     steps = np.random.default_rng(1).choice([period // 3, period, period, 2 * period], case.frames - 1)
@@ -155,6 +161,9 @@ def _audio_frames(stream, seconds: float):
 
 def write_case(case: Case, path: Path, seed: int = 0) -> Path:
     """Encode ``case`` to ``path`` (its suffix should be ``case.suffix``)."""
+    if case.preroll:
+        encoded = write_case(replace(case, preroll=0), path.with_name(f"uncut-{path.name}"), seed)
+        return _shift_before_zero(encoded, path, case.preroll)
     pictures = _pictures(case, seed)
     pts, time_base = _timestamps(case)
     with av.open(str(path), "w", format=case.container) as container:
@@ -183,4 +192,20 @@ def write_case(case: Case, path: Path, seed: int = 0) -> Path:
             tone = next(tones, None)
         if audio:
             container.mux(audio.encode())
+    return path
+
+
+def _shift_before_zero(source: Path, path: Path, frames: int) -> Path:
+    """Remux ``source`` with its first ``frames`` frames before time zero: the mp4 muxer writes an edit
+    list that starts the presentation there, and the demuxer marks the earlier packets discard."""
+    with av.open(str(source)) as reader, av.open(str(path), "w", format="mp4") as writer:
+        inputs = {stream.index: writer.add_stream_from_template(stream) for stream in reader.streams}
+        video = reader.streams.video[0]
+        for packet in reader.demux():
+            if packet.dts is None:
+                continue
+            stream = reader.streams[packet.stream_index]
+            shift = round(frames / video.average_rate / stream.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, inputs[stream.index]
+            writer.mux(packet)
     return path

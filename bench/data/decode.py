@@ -3,11 +3,11 @@
 Sampled reads go through PyAV (``read_frames_pyav``): it decodes forward from the keyframe before each
 needed frame, as decord does, but tells the decoder to drop the non-reference frames it does not need
 (a B-frame nothing else predicts from is never needed to reconstruct another frame). It turns frames
-by their rotation tag as decord does. The frames it returns are those decord returns, byte for byte,
-on every encoding of the conformance matrix (tests/test_data_conformance.py; where decord itself
-deviates, the true frames); on Kinetics-like h264 (keyframes 250 apart, x264's B-pyramid) it costs
-about a quarter less CPU than decord (results/perf/NOTES.md). Whole videos for the cache are read by
-decord.
+by their rotation tag as decord does, and counts only the frames an mp4 edit list shows. The frames it
+returns are those decord returns, byte for byte, on every encoding of the conformance matrix
+(tests/test_data_conformance.py; where decord itself deviates, the true frames); on Kinetics-like
+h264 (keyframes 250 apart, x264's B-pyramid) it costs about a quarter less CPU than decord
+(results/perf/NOTES.md). Whole videos for the cache are read by decord.
 """
 from __future__ import annotations
 
@@ -81,18 +81,21 @@ def process_frame_cache(max_bytes: int = 1 << 30) -> FrameCache:
 class PacketIndex:
     """A video stream's packets in decode order and where each frame sits in display order.
 
-    Built by demuxing the whole file (no decoding): the frame count decord reports, and the
-    keyframes random access starts from. Frame ``i`` is the packet with the ``i``-th smallest pts.
+    Built by demuxing the whole file (no decoding): the frames the video shows, and the keyframes
+    random access starts from. Frame ``i`` is the shown packet with the ``i``-th smallest pts. A
+    packet the demuxer marks discard (before an mp4 edit list's start: a clip cut by stream copy
+    keeps the frames from the keyframe before the cut) is decoded, as later frames need it, but not
+    shown: the decoder drops its frame.
     """
 
     packets: list
-    display_pts: list[int]  # display index -> pts
+    display_pts: list[int]  # display index -> pts, shown frames only
     keyframes: list[int]  # decode positions of the keyframes
-    keyframe_frames: list[int]  # their display indices, ascending (closed GOPs)
+    keyframe_frames: list[int]  # the first shown frame each one leads to, ascending (closed GOPs)
 
     @property
     def frames(self) -> int:
-        return len(self.packets)
+        return len(self.display_pts)
 
     @classmethod
     def read(cls, container) -> "PacketIndex":
@@ -102,10 +105,12 @@ class PacketIndex:
             raise ValueError("no video packets")
         if stream.frames and len(packets) < stream.frames:  # decord raises on such a truncated file too
             raise IndexError(f"the container lists {stream.frames} frames but holds {len(packets)}")
-        display_pts = sorted(p.pts for p in packets)
-        frame_of = {pts: i for i, pts in enumerate(display_pts)}
+        display_pts = sorted(p.pts for p in packets if not p.is_discard)
+        if not display_pts:
+            raise ValueError("every video packet lies outside the edit list: nothing is shown")
         keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
-        return cls(packets, display_pts, keyframes, [frame_of[packets[i].pts] for i in keyframes])
+        return cls(packets, display_pts, keyframes,
+                   [bisect.bisect_left(display_pts, packets[i].pts) for i in keyframes])
 
 
 # Decoders that read ``skip_frame`` anew for every packet (FFmpeg 8, each checked by the conformance
@@ -135,7 +140,7 @@ def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneed
                 codec.flush_buffers()
             position, segment, drained = index.keyframes[keyframe], keyframe, False
         while pts not in pending:
-            if position < index.frames:
+            if position < len(index.packets):
                 packet = index.packets[position]
                 position += 1
                 if skip_unneeded:
