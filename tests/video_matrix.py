@@ -199,13 +199,13 @@ def _shift_before_zero(source: Path, path: Path, frames: int) -> Path:
     """Remux ``source`` with its first ``frames`` frames before time zero: the mp4 muxer writes an edit
     list that starts the presentation there, and the demuxer marks the earlier packets discard."""
     with av.open(str(source)) as reader, av.open(str(path), "w", format="mp4") as writer:
-        inputs = {stream.index: writer.add_stream_from_template(stream) for stream in reader.streams}
+        outputs = {stream.index: writer.add_stream_from_template(stream) for stream in reader.streams}
         video = reader.streams.video[0]
         for packet in reader.demux():
             if packet.dts is None:
                 continue
             stream = reader.streams[packet.stream_index]
             shift = round(frames / video.average_rate / stream.time_base)
-            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, inputs[stream.index]
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, outputs[stream.index]
             writer.mux(packet)
     return path
