@@ -274,6 +274,26 @@ def check_weights(runs: Sequence[RunConfig]) -> None:
         check(weights, get_backbone_config(backbone))
 
 
+def check_inits(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
+    """Check every ``--init`` checkpoint against its run's trainable set (keys and shapes) on the model
+    built on the meta device (no memory, no weights), so that a mismatch fails here, not in each job
+    after its model is built."""
+    import torch
+
+    from methods import build_model, check_init
+    checked = set()
+    for cfg in runs:
+        num_classes = facts[data_key(cfg)].num_classes
+        key = (cfg.init, cfg.method, repr(cfg.method_options), cfg.backbone, num_classes, cfg.recipe.clip.num_frames)
+        if cfg.init is None or key in checked:
+            continue
+        checked.add(key)
+        with torch.device("meta"):
+            model = build_model(cfg.method, cfg.backbone, num_classes, cfg.recipe.clip.num_frames, random_init=True,
+                                method_options=dict(cfg.method_options))
+        check_init(model, cfg.init, mmap=True)
+
+
 def with_data_identity(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> list[RunConfig]:
     """The runs with the identity of the data they will read (a prepared copy or another validation
     list is another run)."""

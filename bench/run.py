@@ -13,7 +13,7 @@ from typing import Sequence
 
 from bench.config import RECIPES, BenchInputError, ConfigError
 from bench.estimate import dry_run
-from bench.grid import DATASETS, SYNTH_DATASETS, check_data, check_weights, plan, with_data_identity
+from bench.grid import DATASETS, SYNTH_DATASETS, check_data, check_inits, check_weights, plan, with_data_identity
 from bench.launch.options import launch_options
 from bench.reporting.console import print_summary
 
@@ -114,6 +114,7 @@ def execute(args: argparse.Namespace) -> int:
         runs = plan(args, execution.device)
         facts = check_data(runs, dry_run=args.dry_run)
         check_weights(runs)
+        check_inits(runs, facts)
         runs = with_data_identity(runs, facts)
     except _input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

@@ -414,20 +414,20 @@ def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tens
 
 # ------------------------------------------------------------------------- trainable-only checkpoints
 
-def read_trainable_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], str]:
+def read_trainable_checkpoint(path: Path | str, mmap: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """The trainable weights of a checkpoint in VideoClassifier keys, and which format it was.
 
     Accepted: this suite's run checkpoint (``{"trainable": {key: tensor}, ...}``); the reference
     ST-Adapter code's ``save_model`` file (``{"model": <state dict without the frozen parameters>,
     "optimizer", "lr_sched", "loss_scaler", "next_epoch"}``, released key names); and a bare state
     dict in either naming. These are training outputs, pickled with optimizer state, so they are
-    read as full pickles: load only checkpoints you trust.
+    read as full pickles: load only checkpoints you trust. ``mmap`` maps a zip-format file's tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"--init {str(path)!r}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:
         raise WeightsError(f"--init {str(path)!r} could not be read ({type(err).__name__}: {err})") from err
     if isinstance(obj, dict) and isinstance(obj.get("trainable"), dict):
@@ -444,11 +444,22 @@ def read_trainable_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor]
 def load_init(model: VideoClassifier, path: Path | str) -> str:
     """Load a trainable-weights checkpoint on top of the pre-trained backbone (``--init``).
 
-    It must cover the method's trainable set exactly: a key for a frozen parameter (the checkpoint
-    is of another method or a full model), a key the model lacks, or a trainable key the file lacks
-    is an error naming the keys. Returns the checkpoint's format.
+    It must cover the method's trainable set exactly (``check_init``). Returns the checkpoint's format.
     """
-    state, kind = read_trainable_checkpoint(path)
+    state, kind = check_init(model, path)
+    trainable = dict(model.trainable_named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            trainable[key].copy_(value)
+    return kind
+
+
+def check_init(model: VideoClassifier, path: Path | str, mmap: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's trainable weights and format, once checked to cover ``model``'s trainable set
+    exactly: a key for a frozen parameter (the checkpoint is of another method or a full model), a
+    key the model lacks, a trainable key the file lacks or another shape is an error naming the keys.
+    ``model`` may live on the meta device (bench.run checks before any job starts)."""
+    state, kind = read_trainable_checkpoint(path, mmap)
     trainable = dict(model.trainable_named_parameters())
     params = dict(model.named_parameters())
     frozen = sorted(k for k in state if k in params and k not in trainable)
@@ -465,7 +476,4 @@ def load_init(model: VideoClassifier, path: Path | str) -> str:
     if wrong:
         raise WeightsError(f"--init {str(path)!r}: {_listing(wrong, shown=4)}; the checkpoint is for other "
                            "method options or another number of classes")
-    with torch.no_grad():
-        for key, value in state.items():
-            trainable[key].copy_(value)
-    return kind
+    return state, kind

@@ -239,3 +239,19 @@ def test_trainable_weights_given_as_weights_are_refused_before_any_job(isolated,
     assert err.startswith(f"error: weights file {str(trained)!r} holds {what}: ") and "no image tower" in err
     assert f"It belongs in --init {trained}, beside --weights <CLIP file>" in err
     assert len(err.strip().splitlines()) == 1 and not results.exists()
+
+
+def test_an_init_checkpoint_of_other_options_is_refused_before_any_job(isolated, capsys):
+    """--init a width-16 ST-Adapter checkpoint for a width-8 run: exit 2 before any job, naming the keys."""
+    from tests.test_weights import _reference_save_model, random_st_adapter
+
+    trained = isolated / "checkpoint-11.pth"
+    _reference_save_model(random_st_adapter({"width": 16, "positions": ("pre_attn", "pre_mlp")}), trained)
+    root = _list_root(isolated, {"a.mp4": None, "b.mp4": None})
+    results = isolated / "results"
+    argv = _list_grid(root, results, "--methods", "st_adapter", "--backbone", "vit_tiny_test", "--init", str(trained),
+                      "--method-option", "st_adapter.width=8", "--batch-size", "2")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --init {str(trained)!r}: ") and "(16, 64) vs (8, 64) here" in err
+    assert "the checkpoint is for other method options" in err and not results.exists()
