@@ -34,7 +34,15 @@ from .base import (
     last_blocks,
 )
 from .registry import METHOD_FILES_ENV, get_method, list_methods, load_method_file, make_method_config, register_method
-from .weights import check_init, check_weights, export_st_adapter_checkpoint, load_backbone, load_extras, load_init, read_weights
+from .weights import (
+    check_init,
+    check_weights,
+    export_st_adapter_checkpoint,
+    load_backbone,
+    load_extras,
+    load_init,
+    read_weights,
+)
 
 __all__ = [
     "BackboneConfig", "BackboneError", "Branch", "EncoderSiteError", "FrameEncoder",
