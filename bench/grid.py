@@ -219,9 +219,11 @@ def data_key(cfg: RunConfig) -> tuple:
 
 def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFacts]:
     """Open every (dataset, root, world, clip, held-out split) once (a tuning trial's "val" is its
-    held-out part of the training list): validates roots and layouts, generates the
+    held-out part of the training list): validates roots and layouts, reads one sample of each split
+    (a split none of whose videos decodes fails here, not in a job), generates the
     synthetic videos on first use (not in a dry run: their sizes follow from the world's config), and
-    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes."""
+    returns the sizes the dry run needs. Real data missing in a dry run falls back to nominal sizes.
+    Every run must have a full global batch of training clips."""
     from bench.data import build_dataset
     from bench.data.identity import data_identity
     from bench.data.roots import DatasetRootError
@@ -240,6 +242,8 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
             train, val = [build_dataset(cfg.dataset, split, cfg.recipe.clip, train=split == "train",
                                         root=cfg.data_root, synth=cfg.synth, holdout=key[-1])
                           for split in ("train", "val")]
+            for dataset in (train, val):
+                dataset.check_readable()
             facts[key] = DataFacts(train.num_classes, len(train), len(val), measured=True,
                                    identity=data_identity(val))
         except DatasetRootError as err:
@@ -253,7 +257,44 @@ def check_data(runs: Sequence[RunConfig], dry_run: bool) -> dict[tuple, DataFact
         raise missing_roots[0]
     if missing_roots:  # every dataset that is not where it was said to be, at once
         raise BenchInputError(f"{len(missing_roots)} datasets are not found:\n" + "\n".join(map(str, missing_roots)))
+    for cfg in runs:
+        clips = facts[data_key(cfg)].train_clips
+        if not cfg.eval_only and clips < cfg.recipe.batch_size:
+            raise BenchInputError(f"{cfg.dataset}: {clips} training clips is fewer than one global batch "
+                                  f"({cfg.recipe.batch_size}); lower --batch-size")
     return facts
+
+
+def check_weights(runs: Sequence[RunConfig]) -> None:
+    """Check every weights file of the grid against its backbone as the jobs will load it (format,
+    layout, activation, keys and shapes; the tensors are mapped, not read), so that a wrong file
+    fails here, in one line, not in every job. Pre-training references are checked when made."""
+    from methods import check_weights as check
+    from methods import get_backbone_config
+    files = {(cfg.weights, cfg.backbone) for cfg in runs
+             if cfg.weights not in (None, RANDOM_WEIGHTS) and not cfg.weights.startswith("pretrain:")}
+    for weights, backbone in sorted(files):
+        check(weights, get_backbone_config(backbone))
+
+
+def check_inits(runs: Sequence[RunConfig], facts: dict[tuple, DataFacts]) -> None:
+    """Check every ``--init`` checkpoint against its run's trainable set (keys and shapes) on the model
+    built on the meta device (no memory, no weights), so that a mismatch fails here, not in each job
+    after its model is built."""
+    import torch
+
+    from methods import build_model, check_init
+    checked = set()
+    for cfg in runs:
+        num_classes = facts[data_key(cfg)].num_classes
+        key = (cfg.init, cfg.method, repr(cfg.method_options), cfg.backbone, num_classes, cfg.recipe.clip.num_frames)
+        if cfg.init is None or key in checked:
+            continue
+        checked.add(key)
+        with torch.device("meta"):
+            model = build_model(cfg.method, cfg.backbone, num_classes, cfg.recipe.clip.num_frames, random_init=True,
+                                method_options=dict(cfg.method_options))
+        check_init(model, cfg.init, mmap=True)
 
 
 def _sizes(train: int, val: int, holdout) -> tuple[int, int]:

@@ -12,7 +12,8 @@ from typing import Sequence
 
 from bench.config import RECIPES, BenchInputError, ConfigError
 from bench.estimate import dry_run
-from bench.grid import DATASETS, SYNTH_DATASETS, check_data, parse_seeds, plan, with_data_identity
+from bench.grid import (DATASETS, SYNTH_DATASETS, check_data, check_inits, check_weights, parse_seeds, plan,
+                        with_data_identity)
 from bench.launch.options import launch_options
 from bench.reporting.console import print_summary
 from bench.tuning.spec import DEFAULT_HOLDOUT, DEFAULT_POINTS, DEFAULT_TRIAL_SEEDS
@@ -21,6 +22,7 @@ from bench.tuning.spec import DEFAULT_HOLDOUT, DEFAULT_POINTS, DEFAULT_TRIAL_SEE
 def _input_errors() -> tuple[type[Exception], ...]:
     """Every exception type that means 'the user asked for something impossible' (exit code 2)."""
     from bench.data.listfile import AnnotationError
+    from bench.data.robust import AllVideosBrokenError
     from bench.data.roots import DatasetRootError
     from bench.data.spec import ClipSpecError
     from bench.launch.slurm_profile import ProfileError
@@ -28,9 +30,9 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from bench.tuning.select import SelectionError
     from bench.tuning.spec import TuningError
     from methods import BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError
-    return (BenchInputError, ConfigError, AnnotationError, DatasetRootError, ClipSpecError, ProfileError, BackboneError,
-            MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError, HoldoutError, SelectionError,
-            TuningError)
+    return (BenchInputError, ConfigError, AnnotationError, AllVideosBrokenError, DatasetRootError, ClipSpecError,
+            ProfileError, BackboneError, MethodConfigError, MethodRegistryError, UnknownMethodError, WeightsError,
+            HoldoutError, SelectionError, TuningError)
 
 
 def build_parser(prog: str = "python -m bench.run", description: str = __doc__) -> argparse.ArgumentParser:
@@ -149,8 +151,11 @@ def execute(args: argparse.Namespace) -> int:
         request = tune_request(args)
         if request is not None:  # the validation lists are opened only after the selection
             from bench.tuning.protocol import tune
+            check_weights(runs)
             return tune(args, runs, request, execution, options)
         facts = check_data(runs, dry_run=args.dry_run)
+        check_weights(runs)
+        check_inits(runs, facts)
         runs = with_data_identity(runs, facts)
     except _input_errors() + (SubmissionRefused,) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -35,12 +35,20 @@ from .base import (
     last_blocks,
 )
 from .registry import METHOD_FILES_ENV, get_method, list_methods, load_method_file, make_method_config, register_method
-from .weights import export_st_adapter_checkpoint, load_backbone, load_extras, load_init, read_weights
+from .weights import (
+    check_init,
+    check_weights,
+    export_st_adapter_checkpoint,
+    load_backbone,
+    load_extras,
+    load_init,
+    read_weights,
+)
 
 __all__ = [
     "BackboneConfig", "BackboneError", "BlockFeatures", "Branch", "EncoderSiteError", "FrameEncoder",
     "METHOD_FILES_ENV", "MethodConfig", "MethodConfigError", "MethodRegistryError", "MethodSpec",
-    "UnknownMethodError", "VideoClassifier", "VideoHead", "WeightsError", "build_model",
+    "UnknownMethodError", "VideoClassifier", "VideoHead", "WeightsError", "build_model", "check_init", "check_weights",
     "export_st_adapter_checkpoint", "get_backbone_config", "get_method", "last_blocks", "load_init",
     "list_backbones", "list_methods", "load_method_file", "make_method_config", "register_backbone",
     "register_method",

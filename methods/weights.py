@@ -12,7 +12,10 @@ Supported sources (``weights`` argument of ``build_model``):
 
 The backbone must be covered exactly: a key the encoder lacks (other than the source's own
 projection / classifier) or a key the file lacks is an error, as is any shape mismatch. Full-model
-checkpoints must also cover exactly the method's modules and the head.
+checkpoints must also cover exactly the method's modules and the head. A file of trainable weights
+only (the reference code's ``save_model`` output, this suite's run checkpoint) is refused with what it
+is: it belongs in ``--init``, on top of the image weights. ``check_weights`` makes these checks without
+reading the tensors, so ``bench.run`` refuses a wrong file before any job starts.
 """
 from __future__ import annotations
 
@@ -204,6 +207,9 @@ def _is_torchscript(path: Path) -> bool:
 
 def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
     """Find the state dict inside training checkpoints and drop DDP's ``module.`` prefix."""
+    if isinstance(obj, dict) and isinstance(obj.get("trainable"), dict):
+        raise trainable_only(path, "a method's trainable weights, in this suite's run checkpoint (with its "
+                             "optimizer and progress)", obj["trainable"])
     while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = next((obj[k] for k in ("state_dict", "model", "module") if k in obj), None)
         if inner is None:
@@ -219,7 +225,15 @@ def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _numpy_arrays() -> list:
+    """What a training checkpoint's RNG state needs beyond tensors (NumPy's generator state is an
+    array): allowed so that such a file is recognised, never run; no other object can be unpickled."""
+    import numpy as np
+    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
+def read_state_dict(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The file's tensors by key; ``mmap`` maps a zip-format torch file instead of reading it."""
     try:
         if _is_torchscript(path):
             with warnings.catch_warnings():  # OpenAI ships TorchScript, deprecated or not
@@ -228,7 +242,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
-        return _unwrap(path, torch.load(path, map_location="cpu", weights_only=True))
+        with torch.serialization.safe_globals(_numpy_arrays()):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        return _unwrap(path, obj)
     except WeightsError:
         raise
     except Exception as err:  # unreadable, truncated or pickled with arbitrary objects
@@ -250,10 +266,19 @@ def _from_openai(path: Path, state: dict[str, torch.Tensor]) -> WeightSource:
     return source
 
 
-def read_weights(spec: str | Path, backbone: BackboneConfig | None = None) -> WeightSource:
-    """Locate, read and rename a weights source (see the module docstring for the formats)."""
+def trainable_only(path: Path, what: str, state: dict) -> WeightsError:
+    """The refusal of a file that holds no image tower, only what a method trains."""
+    example = min(state, default="none")
+    return WeightsError(f"weights file {str(path)!r} holds only {what}: {len(state)} tensors such as {example!r}, "
+                        f"no image tower. It belongs in --init {path}, beside --weights <CLIP file> (the OpenAI "
+                        "ViT-B-16.pt or open_clip checkpoint the method was trained on)")
+
+
+def read_weights(spec: str | Path, backbone: BackboneConfig | None = None, mmap: bool = False) -> WeightSource:
+    """Locate, read and rename a weights source (see the module docstring for the formats); ``mmap``
+    maps the tensors of a zip-format torch file rather than reading them."""
     path = resolve_weights_path(spec, backbone)
-    source = _read_source(path)
+    source = _read_source(path, mmap)
     source.activation = _activation_of(spec, path)
     return source
 
@@ -267,8 +292,8 @@ def _activation_of(spec: str | Path, path: Path) -> str | None:
     return None
 
 
-def _read_source(path: Path) -> WeightSource:
-    state = read_state_dict(path)
+def _read_source(path: Path, mmap: bool = False) -> WeightSource:
+    state = read_state_dict(path, mmap)
     if any(k.startswith("visual.") for k in state):  # a whole CLIP: keep the image tower
         return _from_openai(path, {k[len("visual."):]: v for k, v in state.items()
                                    if k.startswith("visual.")})
@@ -277,6 +302,9 @@ def _read_source(path: Path) -> WeightSource:
     if "patch_embed.proj.weight" in state:
         kept = {k: v for k, v in state.items() if k not in _IGNORED["timm"]}
         return WeightSource(path, "timm", kept, {})
+    if state and all(released_to_model_key(k) is not None for k in state):
+        raise trainable_only(path, "ST-Adapter adapters and a classifier, in the reference code's save_model "
+                             "layout", state)
     raise WeightsError(f"weights file {str(path)!r}: unrecognised key layout (first keys: "
                        f"{sorted(state)[:8]}); expected {SUPPORTED}")
 
@@ -312,8 +340,25 @@ def _check_keys(source: WeightSource, missing: list[str], unexpected: list[str],
                            f"{_listing(unexpected)}. {fix}")
 
 
+def check_weights(spec: str | Path, backbone: BackboneConfig) -> None:
+    """What loading ``spec`` into ``backbone`` checks (format, layout, activation, keys, shapes), with
+    the tensors mapped, not read, and the encoder built without memory: cheap enough to run before
+    any job is submitted."""
+    source = read_weights(spec, backbone, mmap=True)
+    with torch.device("meta"):
+        encoder = FrameEncoder(backbone)
+    check_backbone(encoder, source)
+
+
 def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
     """Load the image weights; every backbone key must come from the file, and nothing else may."""
+    check_backbone(encoder, source)
+    encoder.load_state_dict(source.backbone, strict=False)
+
+
+def check_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
+    """Raise unless ``source`` covers exactly ``encoder``'s backbone keys, at their shapes, trained with
+    its activation."""
     expected = {k: v for k, v in encoder.state_dict().items() if k in encoder.backbone_state_keys()}
     what = f"backbone {encoder.config.name!r}"
     if source.activation is not None and source.activation != encoder.config.act:
@@ -327,7 +372,6 @@ def load_backbone(encoder: FrameEncoder, source: WeightSource) -> None:
                 f"Expected the image tower of {what} ({SUPPORTED}); only CLIP's 'proj' and a timm "
                 "'head' may be left over")
     _check_shapes(source, source.backbone, expected, what)
-    encoder.load_state_dict(source.backbone, strict=False)
 
 
 def load_extras(model: VideoClassifier, source: WeightSource) -> None:
@@ -370,20 +414,20 @@ def export_st_adapter_checkpoint(model: VideoClassifier) -> dict[str, torch.Tens
 
 # ------------------------------------------------------------------------- trainable-only checkpoints
 
-def read_trainable_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], str]:
+def read_trainable_checkpoint(path: Path | str, mmap: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """The trainable weights of a checkpoint in VideoClassifier keys, and which format it was.
 
     Accepted: this suite's run checkpoint (``{"trainable": {key: tensor}, ...}``); the reference
     ST-Adapter code's ``save_model`` file (``{"model": <state dict without the frozen parameters>,
     "optimizer", "lr_sched", "loss_scaler", "next_epoch"}``, released key names); and a bare state
     dict in either naming. These are training outputs, pickled with optimizer state, so they are
-    read as full pickles: load only checkpoints you trust.
+    read as full pickles: load only checkpoints you trust. ``mmap`` maps a zip-format file's tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"--init {str(path)!r}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:
         raise WeightsError(f"--init {str(path)!r} could not be read ({type(err).__name__}: {err})") from err
     if isinstance(obj, dict) and isinstance(obj.get("trainable"), dict):
@@ -400,11 +444,22 @@ def read_trainable_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor]
 def load_init(model: VideoClassifier, path: Path | str) -> str:
     """Load a trainable-weights checkpoint on top of the pre-trained backbone (``--init``).
 
-    It must cover the method's trainable set exactly: a key for a frozen parameter (the checkpoint
-    is of another method or a full model), a key the model lacks, or a trainable key the file lacks
-    is an error naming the keys. Returns the checkpoint's format.
+    It must cover the method's trainable set exactly (``check_init``). Returns the checkpoint's format.
     """
-    state, kind = read_trainable_checkpoint(path)
+    state, kind = check_init(model, path)
+    trainable = dict(model.trainable_named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            trainable[key].copy_(value)
+    return kind
+
+
+def check_init(model: VideoClassifier, path: Path | str, mmap: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's trainable weights and format, once checked to cover ``model``'s trainable set
+    exactly: a key for a frozen parameter (the checkpoint is of another method or a full model), a
+    key the model lacks, a trainable key the file lacks or another shape is an error naming the keys.
+    ``model`` may live on the meta device (bench.run checks before any job starts)."""
+    state, kind = read_trainable_checkpoint(path, mmap)
     trainable = dict(model.trainable_named_parameters())
     params = dict(model.named_parameters())
     frozen = sorted(k for k in state if k in params and k not in trainable)
@@ -421,7 +476,4 @@ def load_init(model: VideoClassifier, path: Path | str) -> str:
     if wrong:
         raise WeightsError(f"--init {str(path)!r}: {_listing(wrong, shown=4)}; the checkpoint is for other "
                            "method options or another number of classes")
-    with torch.no_grad():
-        for key, value in state.items():
-            trainable[key].copy_(value)
-    return kind
+    return state, kind

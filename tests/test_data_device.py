@@ -9,13 +9,12 @@ from PIL import Image
 from timm.data.auto_augment import NAME_TO_OP
 
 from bench.data import ClipSpec
-from bench.data.decode import read_frames_decord, read_frames_pyav
-from bench.data.fixtures import ClipFormat, FixtureConfig, ensure_fixture, scene, write_moving_clip
+from bench.data.decode import read_frames_pyav
+from bench.data.fixtures import ClipFormat, FixtureConfig, ensure_fixture, scene
 from bench.data.gpu_augment import apply_rand_augment, rand_augment_ops
 from bench.data.gpu_transforms import DeviceClipTransform, collate_frames, pack_draw
 from bench.data.kinetics import read_kinetics
 from bench.data.prepare import EncodeSettings
-from bench.data.sampling import sample_indices
 from bench.data.ssv2 import read_ssv2
 from bench.data.transforms import ClipTransform
 
@@ -89,22 +88,6 @@ def test_collate_pads_to_the_largest_clip_and_keeps_sizes():
     batch = collate_frames([{"frames": a, "label": 0}, {"frames": b, "label": 1}])
     assert batch["frames"].shape == (2, 1, 2, 6, 7, 3) and batch["sizes"].tolist() == [[5, 7], [6, 4]]
     assert torch.equal(batch["frames"][1, ..., :6, :4, :], b) and batch["label"].tolist() == [0, 1]
-
-
-@pytest.mark.parametrize("fmt", [
-    ClipFormat(width=96, height=64, fps=30, seconds=(4, 4)),  # x264 defaults: B-pyramid, keyframes 250 apart
-    ClipFormat(width=85, height=48, fps=12, seconds=(3, 3), codec="libvpx-vp9", container="webm",
-               options=(("crf", "32"), ("b", "0"), ("cpu-used", "8"))),
-], ids=["h264", "vp9"])
-def test_pyav_reader_returns_decords_frames(tmp_path, fmt):
-    path = tmp_path / f"clip.{fmt.container}"
-    write_moving_clip(path, 0, fmt)
-    dense = ClipSpec(num_frames=8, stride=8, test_clips=3)
-    for spec, train in ((dense, True), (dense, False), (SSV2, True), (SSV2, False)):
-        for seed in range(3):
-            ours, idx = read_frames_pyav(path, lambda n: sample_indices(spec, n, train, np.random.default_rng(seed)))
-            theirs, ref = read_frames_decord(path, lambda n: sample_indices(spec, n, train, np.random.default_rng(seed)))
-            assert np.array_equal(idx, ref) and np.array_equal(ours, theirs)
 
 
 def test_fixtures_are_read_by_the_real_readers(tmp_path):

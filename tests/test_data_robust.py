@@ -62,6 +62,32 @@ def test_each_broken_video_is_logged_once(broken_root, caplog):
     assert sorted(m.split()[2].rsplit("/", 1)[1] for m in logged) == ["empty.mp4", "garbage.mp4", "truncated.mp4"]
 
 
+def test_a_video_only_the_other_reader_decodes_is_read_by_it_not_replaced(broken_root, caplog, monkeypatch):
+    """A planted defect of the loader's reader on good1.mp4: decord reads it with the sample's own draw
+    (the frames the reader would have given), the sample is marked a fallback, logged once, not broken."""
+    from bench.data import VideoDataset
+    from bench.data.decode import VideoDecodeError, read_frames
+
+    def reader_with_a_defect(path, choose, cache=None):
+        if path.name == "good1.mp4":
+            raise VideoDecodeError(path, IndexError("a planted reader defect"))
+        return read_frames(path, choose, cache)
+
+    honest = build_dataset("list", "train", SPEC, True, broken_root, seed=1)
+    expected = [honest[i]["video"] for i in range(len(GOOD))]
+    monkeypatch.setattr(VideoDataset, "frame_reader", staticmethod(reader_with_a_defect))
+    dataset = build_dataset("list", "train", SPEC, True, broken_root, seed=1)
+    with caplog.at_level(logging.WARNING, logger="bench.data"):
+        for _ in range(2):
+            items = [dataset[i] for i in range(len(GOOD))]
+    assert [item["fallback"] for item in items] == [name == "good1.mp4" for name in GOOD]
+    assert [int(item["source_index"]) for item in items] == [0, 1, 4, 4, 4, 7, 7, 7]  # good1 is not replaced
+    assert all(torch.equal(item["video"], frames) for item, frames in zip(items, expected))
+    assert sorted(dataset.broken.errors) == sorted(BROKEN) and list(dataset.fallbacks.errors) == [1]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reader fallback")]
+    assert len(logged) == 1 and "good1.mp4" in logged[0] and "a planted reader defect" in logged[0]
+
+
 def test_scan_writes_cleaned_list_and_resumes(broken_root, tmp_path):
     report = scan("list", "train", broken_root, tmp_path, workers=2, progress=False)
     assert (report["listed"], report["readable"], report["broken"]) == (8, 4, 4)
@@ -100,7 +126,8 @@ def test_broken_validation_videos_are_skipped_not_scored_as_their_stand_in():
     from bench.engine.evaluate import Evaluation
     evaluation = Evaluation(source_index=np.array([0, 2, 2, 3]), labels=np.array([0, 1, 1, 2]),
                             topk_index=np.array([[0, 1], [1, 0], [1, 0], [0, 2]]),
-                            topk_prob=np.full((4, 2), 0.5, dtype=np.float32), num_classes=3)
+                            topk_prob=np.full((4, 2), 0.5, dtype=np.float32), num_classes=3,
+                            fallback=np.zeros(4, bool))
     metrics = evaluation.metrics()
     assert (metrics["videos"], metrics["skipped"]) == (3, 1) and evaluation.broken == {1}
     assert metrics["top1"] == pytest.approx(100 * 2 / 3)  # rows 0 and 2 right, row 3 wrong

@@ -153,6 +153,29 @@ def test_record_is_complete(tmp_path, data_root):
     assert not (tmp_path / "work" / cfg.name / "checkpoint.pt").exists()
 
 
+def test_a_video_only_the_other_reader_reads_is_a_fallback_not_broken(tmp_path, data_root, monkeypatch):
+    """A planted reader defect on one training and one validation video: both are read by the other
+    reader and evaluated, the record counts them apart from broken videos, the run log names each once."""
+    from bench.data import VideoDataset, read_index
+    from bench.data.decode import VideoDecodeError, read_frames
+
+    cfg = tiny_run(data_root, method="linear_probe")
+    defective = {read_index(cfg.dataset, split, data_root, cfg.synth).entries[1].path for split in ("train", "val")}
+
+    def reader_with_a_defect(path, choose, cache=None):
+        if path in defective:
+            raise VideoDecodeError(path, IndexError("a planted reader defect"))
+        return read_frames(path, choose, cache)
+
+    monkeypatch.setattr(VideoDataset, "frame_reader", staticmethod(reader_with_a_defect))
+    record = execute_run(cfg, tmp_path, Execution(progress=False))
+    assert record.broken_videos == 0 and record.extra["val_skipped_broken"] == 0
+    assert record.extra["reader_fallbacks"] == 2 and record.extra["val_videos"] == 10
+    assert [i.split(":")[0] for i in record.extra["reader_fallback_ids"]] == ["train", "val"]
+    log = (tmp_path / "work" / cfg.name / "run.log").read_text()
+    assert all(log.count(f"video {path} was read by the other reader") == 1 for path in defective), log
+
+
 def test_record_keeps_per_video_outputs_and_curves(tmp_path, data_root):
     cfg = tiny_run(data_root, method="linear_probe")
     record = execute_run(cfg, tmp_path, Execution(progress=False))
@@ -218,10 +241,12 @@ def test_evaluation_rows_of_uneven_ranks_come_back_in_dataset_order():
     def rows(indices):
         n = len(indices)
         return {"index": np.array(indices), "source_index": np.array(indices), "label": np.array(indices) % 3,
-                "topk_index": np.tile(np.arange(3), (n, 1)), "topk_prob": np.full((n, 3), 1 / 3)}
+                "topk_index": np.tile(np.arange(3), (n, 1)), "topk_prob": np.full((n, 3), 1 / 3),
+                "fallback": np.array(indices) == 5}
 
     evaluation = _assemble([rows([0, 2, 4, 6]), rows([1, 3, 5])], num_classes=3)  # 7 videos over 2 ranks
     assert evaluation.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and evaluation.broken == set()
+    assert evaluation.fallback_sources == {5}
     assert evaluation.metrics()["top1"] == pytest.approx(100 * 3 / 7)
     with pytest.raises(RuntimeError, match="exactly once"):
         _assemble([rows([0, 2]), rows([0, 1])], num_classes=3)

@@ -184,3 +184,93 @@ def test_frames_are_normalised_with_the_backbones_statistics(isolated, capsys):
     augreg = normalised_for(RECIPES["k400"], get_backbone_config("vit_b16_in21k"))
     assert clip_recipe is RECIPES["k400"]  # CLIP's statistics are the recipe's default
     assert augreg.clip.mean == augreg.clip.std == (0.5, 0.5, 0.5) and augreg.name == "k400"
+
+
+def _list_root(tmp: Path, videos: dict[str, bytes | None]) -> Path:
+    """A list dataset whose train and val lists both hold ``videos`` (None: a real 12-frame clip)."""
+    import numpy as np
+
+    from bench.data.synthetic import write_video
+    root = tmp / "list"
+    root.mkdir()
+    for name, content in videos.items():
+        if content is None:
+            write_video(root / name, np.full((12, 32, 40, 3), 90, np.uint8), 10)
+        else:
+            (root / name).write_bytes(content)
+    listing = "".join(f"{name} {i % 2}\n" for i, name in enumerate(videos))
+    (root / "train.txt").write_text(listing)
+    (root / "val.txt").write_text(listing)
+    return root
+
+
+def _list_grid(root: Path, results: Path, *extra: str) -> list[str]:
+    return ["--datasets", "list", "--root", f"list={root}", "--methods", "linear_probe", "--backbone", "synth_vit",
+            "--weights", "random", "--recipe", "synth", "--seeds", "1", "--results", str(results), *extra]
+
+
+def test_a_dataset_no_video_of_which_decodes_fails_before_any_job(isolated, capsys):
+    """Exit 2 and one line naming the list, the first file and the fix; no job, nothing written."""
+    root = _list_root(isolated, {"a.mp4": b"not a video", "b.mp4": b""})
+    results = isolated / "results"
+    assert main(_list_grid(root, results)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: list train: none of the 2 videos listed in {root / 'train.txt'} can be decoded "
+                          f"(first: {root / 'a.mp4'}: ")
+    assert "python -m bench.data scan --dataset list" in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()
+
+
+def test_fewer_training_clips_than_one_batch_fails_before_any_job(isolated, capsys):
+    root = _list_root(isolated, {"a.mp4": None, "b.mp4": None})
+    results = isolated / "results"
+    assert main(_list_grid(root, results, "--batch-size", "4")) == 2
+    err = capsys.readouterr().err
+    assert err == "error: list: 2 training clips is fewer than one global batch (4); lower --batch-size\n"
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("kind", ["reference save_model file", "suite run checkpoint"])
+def test_trainable_weights_given_as_weights_are_refused_before_any_job(isolated, capsys, kind):
+    """--weights FILE where FILE holds a method's trainable weights only: exit 2 before any job, saying
+    what the file is and that it belongs in --init beside --weights <CLIP file>."""
+    from bench.engine.execution import Execution
+    from bench.engine.loop import execute_run, work_dir
+    from tests.engine_helpers import tiny_run
+    from tests.test_weights import _reference_save_model, random_st_adapter
+
+    if kind == "reference save_model file":
+        trained = isolated / "checkpoint-11.pth"
+        _reference_save_model(random_st_adapter({"width": 16}), trained)
+        what = "only ST-Adapter adapters and a classifier, in the reference code's save_model layout"
+    else:
+        cfg = tiny_run(isolated / "world", epochs=1)
+        execute_run(cfg, isolated / "runs", Execution(progress=False, keep_checkpoint=True))
+        trained = work_dir(isolated / "runs", cfg) / "checkpoint.pt"
+        what = "only a method's trainable weights, in this suite's run checkpoint (with its optimizer and progress)"
+    root = _list_root(isolated, {"a.mp4": None, "b.mp4": None})
+    results = isolated / "results"
+    argv = _list_grid(root, results, "--methods", "st_adapter", "--backbone", "vit_tiny_test", "--weights", str(trained),
+                      "--batch-size", "2")
+    capsys.readouterr()  # what making the file printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: weights file {str(trained)!r} holds {what}: ") and "no image tower" in err
+    assert f"It belongs in --init {trained}, beside --weights <CLIP file>" in err
+    assert len(err.strip().splitlines()) == 1 and not results.exists()
+
+
+def test_an_init_checkpoint_of_other_options_is_refused_before_any_job(isolated, capsys):
+    """--init a width-16 ST-Adapter checkpoint for a width-8 run: exit 2 before any job, naming the keys."""
+    from tests.test_weights import _reference_save_model, random_st_adapter
+
+    trained = isolated / "checkpoint-11.pth"
+    _reference_save_model(random_st_adapter({"width": 16, "positions": ("pre_attn", "pre_mlp")}), trained)
+    root = _list_root(isolated, {"a.mp4": None, "b.mp4": None})
+    results = isolated / "results"
+    argv = _list_grid(root, results, "--methods", "st_adapter", "--backbone", "vit_tiny_test", "--init", str(trained),
+                      "--method-option", "st_adapter.width=8", "--batch-size", "2")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --init {str(trained)!r}: ") and "(16, 64) vs (8, 64) here" in err
+    assert "the checkpoint is for other method options" in err and not results.exists()

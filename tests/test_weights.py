@@ -20,7 +20,9 @@ from methods import (
     BackboneConfig,
     WeightsError,
     build_model,
+    check_weights,
     export_st_adapter_checkpoint,
+    get_backbone_config,
     load_init,
     register_backbone,
 )
@@ -57,6 +59,8 @@ def images(n: int = 3) -> torch.Tensor:
 
 
 def build(weights, method: str = "linear_probe", backbone: str = TINY, **options):
+    """The model with ``weights`` loaded, after bench.run's cheap check of the file (it must agree)."""
+    check_weights(weights, get_backbone_config(backbone))
     return build_model(method, backbone, num_classes=5, num_frames=2, weights=weights,
                        method_options=options)
 

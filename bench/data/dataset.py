@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import VideoDecodeError, process_frame_cache, read_frames
+from .decode import FrameCache, VideoDecodeError, process_frame_cache, read_frames, read_frames_other
 from .gpu_transforms import collate_frames, pack_draw
 from .holdout import HoldoutSpec
 from .kinetics import read_kinetics
 from .listfile import DatasetIndex, read_list_dataset
-from .robust import AllVideosBrokenError, BrokenVideos, replacement_walk
+from .robust import AllVideosBrokenError, BrokenVideos, ReaderFallbacks, replacement_walk
 from .sampling import sample_indices
 from .spec import ClipSpec
 from .ssv2 import read_ssv2
@@ -26,7 +26,7 @@ DATASETS = ("k400", "ssv2", "list", *TASKS)
 
 
 class VideoDataset(Dataset):
-    """Clips of one split. Item: {"video", "label", "index", "source_index", "replaced"}.
+    """Clips of one split. Item: {"video", "label", "index", "source_index", "replaced", "fallback"}.
 
     ``video`` is (3, T, S, S) in training and (views, 3, T, S, S) at test. With ``device_transforms``
     an item holds the decoded uint8 ``frames`` (views, T, H, W, 3) and, in training, the packed ``draw``
@@ -34,10 +34,13 @@ class VideoDataset(Dataset):
     ``collate_fn``); the result is the same clip. The randomness of item i
     comes from a generator seeded by (seed, epoch, i) only, so it does not depend on worker count or
     order; call ``set_epoch`` before each epoch (the epoch lives in shared memory, so persistent
-    workers see it too). A broken video is replaced by the next readable one in the list.
+    workers see it too). A broken video (no reader decodes it) is replaced by the next readable one
+    in the list; ``fallback`` marks a source video the loader's reader failed on and the other reader
+    read (its frames, sampled with the same draw).
     """
 
     frame_reader = staticmethod(read_frames)  # (path, choose, cache) -> (frames, indices); swapped by benchmarks
+    fallback_reader = staticmethod(read_frames_other)  # the same, by the reader frame_reader does not use
 
     def __init__(self, name: str, split: str, index: DatasetIndex, clip: ClipSpec, train: bool,
                  seed: int = 0, frame_cache: bool = False, device_transforms: bool = False):
@@ -53,6 +56,7 @@ class VideoDataset(Dataset):
         self.frame_cache = frame_cache
         self.transform = ClipTransform(clip, train)
         self.broken = BrokenVideos()
+        self.fallbacks = ReaderFallbacks()
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         missing = set(index.missing)
         for i, entry in enumerate(self.source_list):
@@ -77,19 +81,55 @@ class VideoDataset(Dataset):
         for source in replacement_walk(index, len(self)):
             if source in self.broken:
                 continue
-            rng = self.sample_rng(index)  # fresh per try: a replacement looks the same however it was reached
-            entry = self.source_list[source]
-            try:
-                frames, _ = self.frame_reader(entry.path, lambda n: sample_indices(self.clip, n, self.train, rng),
-                                              cache)
-            except VideoDecodeError as err:
-                self.broken.mark(source, entry.path, err.cause)
+            read = self._read(index, source, cache)
+            if read is None:
                 continue
-            return {**self._clip(frames, rng), "label": entry.label, "index": index,
-                    "source_index": source, "replaced": source != index}
-        raise AllVideosBrokenError(f"{self.name} {self.split}: none of the {len(self)} videos listed in "
-                                   f"{self.annotation} could be decoded; run `python -m bench.data scan` on it")
+            frames, rng = read
+            return {**self._clip(frames, rng), "label": self.source_list[source].label, "index": index,
+                    "source_index": source, "replaced": source != index, "fallback": source in self.fallbacks}
+        first = min(self.broken.errors, default=None)
+        example = "" if first is None else f" (first: {self.source_list[first].path}: {self.broken.errors[first]})"
+        raise AllVideosBrokenError(
+            f"{self.name} {self.split}: none of the {len(self)} videos listed in {self.annotation} can be decoded"
+            f"{example}; check the root and the list, or run `python -m bench.data scan --dataset {self.name} "
+            "--root ROOT --out DIR` and train on the cleaned list it writes (--datasets list --root list=DIR)")
 
+    def check_readable(self) -> None:
+        """Read one sample as the first batch will: a dataset none of whose videos decodes raises
+        ``AllVideosBrokenError`` now (``bench.run`` checks before any job starts), not inside a job.
+        Quietly: the videos it meets are named again, once, by the run that reads them."""
+        self.broken.quiet = self.fallbacks.quiet = True
+        try:
+            if len(self):
+                self[0]
+        finally:
+            self.broken.quiet = self.fallbacks.quiet = False
+
+    def _read(self, index: int, source: int,
+              cache: FrameCache | None) -> tuple[np.ndarray, np.random.Generator] | None:
+        """Sample ``index``'s frames of video ``source`` and the sample's generator after the draw, or
+        None when no reader decodes the video (it is then marked broken). Each reader starts from a
+        fresh generator (a replacement or fallback looks the same however it was reached)."""
+        path = self.source_list[source].path
+        failure = None
+        if source not in self.fallbacks:
+            rng = self.sample_rng(index)
+            try:
+                return self.frame_reader(path, self._chooser(rng), cache)[0], rng
+            except VideoDecodeError as err:
+                failure = err
+        rng = self.sample_rng(index)
+        try:
+            frames = self.fallback_reader(path, self._chooser(rng), cache)[0]
+        except VideoDecodeError as err:
+            self.broken.mark(source, path, (failure or err).cause)
+            return None
+        if failure is not None:
+            self.fallbacks.mark(source, path, failure.cause)
+        return frames, rng
+
+    def _chooser(self, rng: np.random.Generator):
+        return lambda count: sample_indices(self.clip, count, self.train, rng)
 
     def _clip(self, frames: np.ndarray, rng: np.random.Generator) -> dict:
         if not self.device_transforms:

@@ -2,10 +2,12 @@
 
 Sampled reads go through PyAV (``read_frames_pyav``): it decodes forward from the keyframe before each
 needed frame, as decord does, but tells the decoder to drop the non-reference frames it does not need
-(a B-frame nothing else predicts from is never needed to reconstruct another frame). The frames it
-returns are those decord returns, byte for byte (tests compare them on h264 with B-frames and long
-GOPs and on VP9); on Kinetics-like h264 (keyframes 250 apart, x264's B-pyramid) it costs about a
-quarter less CPU than decord (results/perf/NOTES.md). Whole videos for the cache are read by decord.
+(a B-frame nothing else predicts from is never needed to reconstruct another frame). It turns frames
+by their rotation tag as decord does, and counts only the frames an mp4 edit list shows. The frames it
+returns are those decord returns, byte for byte, on every encoding of the conformance matrix
+(tests/test_data_conformance.py; where decord itself deviates, the true frames); on Kinetics-like
+h264 (keyframes 250 apart, x264's B-pyramid) it costs about a quarter less CPU than decord
+(results/perf/NOTES.md). Whole videos for the cache are read by decord.
 """
 from __future__ import annotations
 
@@ -79,18 +81,21 @@ def process_frame_cache(max_bytes: int = 1 << 30) -> FrameCache:
 class PacketIndex:
     """A video stream's packets in decode order and where each frame sits in display order.
 
-    Built by demuxing the whole file (no decoding): the frame count decord reports, and the
-    keyframes random access starts from. Frame ``i`` is the packet with the ``i``-th smallest pts.
+    Built by demuxing the whole file (no decoding): the frames the video shows, and the keyframes
+    random access starts from. Frame ``i`` is the shown packet with the ``i``-th smallest pts. A
+    packet the demuxer marks discard (before an mp4 edit list's start: a clip cut by stream copy
+    keeps the frames from the keyframe before the cut) is decoded, as later frames need it, but not
+    shown: the decoder drops its frame.
     """
 
     packets: list
-    display_pts: list[int]  # display index -> pts
+    display_pts: list[int]  # display index -> pts, shown frames only
     keyframes: list[int]  # decode positions of the keyframes
-    keyframe_frames: list[int]  # their display indices, ascending (closed GOPs)
+    keyframe_frames: list[int]  # the first shown frame each one leads to, ascending (closed GOPs)
 
     @property
     def frames(self) -> int:
-        return len(self.packets)
+        return len(self.display_pts)
 
     @classmethod
     def read(cls, container) -> "PacketIndex":
@@ -100,20 +105,30 @@ class PacketIndex:
             raise ValueError("no video packets")
         if stream.frames and len(packets) < stream.frames:  # decord raises on such a truncated file too
             raise IndexError(f"the container lists {stream.frames} frames but holds {len(packets)}")
-        display_pts = sorted(p.pts for p in packets)
-        frame_of = {pts: i for i, pts in enumerate(display_pts)}
+        display_pts = sorted(p.pts for p in packets if not p.is_discard)
+        if not display_pts:
+            raise ValueError("every video packet lies outside the edit list: nothing is shown")
         keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
-        return cls(packets, display_pts, keyframes, [frame_of[packets[i].pts] for i in keyframes])
+        return cls(packets, display_pts, keyframes,
+                   [bisect.bisect_left(display_pts, packets[i].pts) for i in keyframes])
+
+
+# Decoders that read ``skip_frame`` anew for every packet (FFmpeg 8, each checked by the conformance
+# matrix). Others read it once, when they open: FFmpeg's libdav1d wrapper (AV1) turns NONREF then into
+# "decode reference frames only" for the whole stream, so a wanted non-reference frame never comes out.
+PER_PACKET_SKIP = frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9"})
 
 
 def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneeded: bool = True) -> Iterator:
     """The decoded ``av.VideoFrame`` of each display index in ``wanted`` (sorted, distinct), in order.
 
     Decoding restarts at a frame's keyframe only when that keyframe lies past the current position
-    (decord's seek rule); with ``skip_unneeded`` the decoder drops non-reference frames not wanted.
+    (decord's seek rule); with ``skip_unneeded`` a decoder of ``PER_PACKET_SKIP`` drops the
+    non-reference frames not wanted (any other decodes every frame).
     """
     codec = container.streams.video[0].codec_context
     codec.thread_count = 1
+    skip_unneeded = skip_unneeded and codec.codec.name in PER_PACKET_SKIP
     wanted_pts = {index.display_pts[i] for i in wanted}
     position, segment, drained = 0, -1, False
     pending: dict[int, object] = {}
@@ -125,7 +140,7 @@ def decode_wanted(container, index: PacketIndex, wanted: np.ndarray, skip_unneed
                 codec.flush_buffers()
             position, segment, drained = index.keyframes[keyframe], keyframe, False
         while pts not in pending:
-            if position < index.frames:
+            if position < len(index.packets):
                 packet = index.packets[position]
                 position += 1
                 if skip_unneeded:
@@ -149,6 +164,13 @@ def rgb_converter() -> Callable:
     return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
+def quarter_turns(frame) -> int:
+    """How many quarter turns clockwise decord gives a frame: its display matrix's rotation when that
+    is 90, 180 or 270 degrees (decord 0.6 turns by no other angle and ignores mirroring)."""
+    degrees = -frame.rotation % 360  # PyAV: degrees counterclockwise, whole, in [-180, 180]
+    return degrees // 90 if degrees in (90, 180, 270) else 0
+
+
 def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
                      skip_unneeded: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Frames at ``choose(frame_count)`` as uint8 (*indices.shape, H, W, 3), and the indices (see module doc)."""
@@ -158,7 +180,11 @@ def read_frames_pyav(path: Path, choose: Callable[[int], np.ndarray],
             indices = np.asarray(choose(index.frames))
             distinct = np.unique(indices)
             to_rgb = rgb_converter()
-            frames = np.stack([to_rgb(frame) for frame in decode_wanted(container, index, distinct, skip_unneeded)])
+            decoded = list(decode_wanted(container, index, distinct, skip_unneeded))
+            frames = np.stack([to_rgb(frame) for frame in decoded])
+        turns = quarter_turns(decoded[0])
+        if turns:
+            frames = np.ascontiguousarray(np.rot90(frames, -turns, axes=(1, 2)))
         return frames[np.searchsorted(distinct, indices)], indices
     except Exception as err:  # PyAV raises its own FFmpegError subclasses, ValueError or IndexError
         raise VideoDecodeError(path, err) from err
@@ -184,6 +210,13 @@ def read_frames(path: Path, choose: Callable[[int], np.ndarray],
         return video[indices], indices
     except Exception as err:  # decord raises RuntimeError, DECORDError (not a RuntimeError) or IndexError
         raise VideoDecodeError(path, err) from err
+
+
+def read_frames_other(path: Path, choose: Callable[[int], np.ndarray],
+                      cache: FrameCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The reader ``read_frames`` does not use with this ``cache``, for a video it failed on: decord's
+    sampled read behind PyAV's, PyAV's behind the cache's whole-video decord read."""
+    return read_frames_decord(path, choose) if cache is None else read_frames_pyav(path, choose)
 
 
 def read_frames_decord(path: Path, choose: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,9 @@
-"""Broken videos never stop a run: a fixed replacement walk, and each failure logged once per process."""
+"""Broken videos never stop a run: a fixed replacement walk, and each failure logged once per process.
+
+A video is broken only when no reader decodes it (missing, empty, truncated, garbage). One that the
+loader's reader fails on but the other reader decodes is a reader defect: it is read by the other
+reader and noted apart (``ReaderFallbacks``), never replaced.
+"""
 from __future__ import annotations
 
 import logging
@@ -27,8 +32,11 @@ def replacement_walk(index: int, size: int) -> Iterator[int]:
 class BrokenVideos:
     """Indices known to be broken in this process, with the error each raised (logged the first time)."""
 
+    message = "broken video %s (%s); its samples use the next readable video"
+
     def __init__(self) -> None:
         self.errors: dict[int, str] = {}
+        self.quiet = False  # set while probing a dataset (bench.run's check): its error says it all
 
     def __contains__(self, index: int) -> bool:
         return index in self.errors
@@ -37,5 +45,12 @@ class BrokenVideos:
         if index in self.errors:
             return
         self.errors[index] = str(error)
-        if log:
-            logger.warning("broken video %s (%s); its samples use the next readable video", path, error)
+        if log and not self.quiet:
+            logger.warning(self.message, path, error)
+
+
+class ReaderFallbacks(BrokenVideos):
+    """Indices whose video the loader's reader failed on and the other reader decoded, with the error."""
+
+    message = ("reader fallback: %s is read by the other reader, the loader's failed on it (%s); a reader "
+               "defect, not a broken video: please report it with the file")

@@ -1,4 +1,5 @@
-"""How a global batch is split over ranks and accumulation steps, and which samples were replaced."""
+"""How a global batch is split over ranks and accumulation steps, and which samples were replaced or
+read by the fallback reader."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,17 @@ def train_batches(num_samples: int, plan: StepPlan, rank: int, seed: int, epoch:
 
 
 def replaced_indices(batch: dict) -> Iterator[int]:
-    flags = batch.get("replaced")
+    """Sample indices whose own video was broken."""
+    return _flagged(batch, "replaced", "index")
+
+
+def fallback_sources(batch: dict) -> Iterator[int]:
+    """Indices of the videos the fallback reader read (bench.data.robust.ReaderFallbacks)."""
+    return _flagged(batch, "fallback", "source_index")
+
+
+def _flagged(batch: dict, flag: str, key: str) -> Iterator[int]:
+    flags = batch.get(flag)
     if flags is None:
         return iter(())
-    return (int(i) for i, r in zip(batch["index"], flags) if bool(r))
+    return (int(i) for i, f in zip(batch[key], flags) if bool(f))

@@ -37,6 +37,7 @@ class Progress:
     train_time_s: float = 0.0
     clips_seen: int = 0
     broken: set = field(default_factory=set)  # ("train" | "val", sample index) of replaced videos
+    fallbacks: set = field(default_factory=set)  # ("train" | "val", video index) read by the fallback reader
     attempts: int = 1
     earlier_wall_time_s: float = 0.0
     step_in_epoch: int = 0  # optimizer steps finished in the current epoch (a stop can come mid-epoch)

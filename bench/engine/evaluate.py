@@ -23,6 +23,12 @@ class Evaluation:
     topk_index: np.ndarray  # (N, k)
     topk_prob: np.ndarray  # (N, k)
     num_classes: int
+    fallback: np.ndarray  # (N,) whether the evaluated video was read by the fallback reader
+
+    @property
+    def fallback_sources(self) -> set[int]:
+        """Indices of the videos the fallback reader read (they are evaluated, not broken)."""
+        return set(self.source_index[self.fallback].tolist())
 
     @property
     def broken(self) -> set[int]:
@@ -83,7 +89,8 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
         dataset, batch_sampler=batches, **loader_args, collate_fn=getattr(dataset, "collate_fn", None),
         generator=loader_generator(0, -1)), getattr(dataset, "clip", None), False, ctx.device)
     k = min(TOP_K, dataset.num_classes)
-    rows: dict[str, list[np.ndarray]] = {"index": [], "source_index": [], "label": [], "topk_index": [], "topk_prob": []}
+    rows: dict[str, list[np.ndarray]] = {"index": [], "source_index": [], "fallback": [], "label": [], "topk_index": [],
+                                         "topk_prob": []}
     device = ctx.device
     probs, labels = [], []
     for batch in loader:
@@ -95,6 +102,7 @@ def evaluate(model, dataset, views: int, batch_clips: int, amp_dtype, ctx: DistC
         labels.append(batch["label"])
         rows["index"].append(batch["index"].numpy())
         rows["source_index"].append(batch["source_index"].numpy())
+        rows["fallback"].append(batch["fallback"].numpy() if "fallback" in batch else np.zeros(b, bool))
     for batch_probs, batch_labels in zip(probs, labels):  # read back once, after the last batch is queued
         top = batch_probs.cpu().topk(k, dim=-1)
         rows["label"].append(batch_labels.cpu().numpy())
@@ -121,4 +129,5 @@ def _assemble(parts: list[dict[str, np.ndarray]], num_classes: int) -> Evaluatio
     return Evaluation(source_index=merged["source_index"][order].astype(np.int64),
                       labels=merged["label"][order].astype(np.int64),
                       topk_index=merged["topk_index"][order].astype(np.int64),
-                      topk_prob=merged["topk_prob"][order].astype(np.float32), num_classes=num_classes)
+                      topk_prob=merged["topk_prob"][order].astype(np.float32), num_classes=num_classes,
+                      fallback=merged["fallback"][order].astype(bool))

@@ -13,6 +13,7 @@ import math
 import resource
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from bench.config import RunConfig
 from bench.data.device_batches import DeviceBatches
-from bench.engine.batching import StepPlan, replaced_indices, train_batches
+from bench.engine.batching import StepPlan, fallback_sources, replaced_indices, train_batches
 from bench.engine.build import build_run_dataset, prepare_model
 from bench.engine.checkpoint import CHECKPOINT_NAME, Progress, load_checkpoint, save_checkpoint
 from bench.engine.curves import CurveLogger, evaluation_epochs, log_interval, tensorboard_writer
@@ -123,7 +124,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         opt.load_state_dict(state)
         if "guard" in state:  # checkpoints from before the guard start its record afresh
             guard.resume(state["guard"])
-        progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"])})
+        progress = Progress(**{**state["progress"], "broken": set(state["progress"]["broken"]),
+                               "fallbacks": set(state["progress"].get("fallbacks", ()))})
         progress.attempts += 1
         logger.info("resumed from %s at step %d (epoch %d, step %d of it; attempt %d)", checkpoint_path,
                     state["step"], progress.epoch + 1, progress.step_in_epoch, progress.attempts)
@@ -133,6 +135,16 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
 
     loader_args = dict(num_workers=execution.num_workers, pin_memory=device.type == "cuda",
                        worker_init_fn=loader_worker_init())
+    datasets = {"train": train_set, "val": val_set}
+
+    def note_fallbacks(split: str, sources) -> None:
+        """Name in the run log, once, each video the fallback reader read (a reader defect)."""
+        for source in sorted(set(sources) - {i for kind, i in progress.fallbacks if kind == split}):
+            progress.fallbacks.add((split, source))
+            logger.warning("reader fallback: %s video %s was read by the other reader after the loader's failed "
+                           "on it; not a broken video, counted in the record's reader_fallbacks", split,
+                           datasets[split].source_list[source].path)
+
     def save(reason: str = "end of epoch") -> None:
         """The checkpoint of the last finished step (rank 0; DDP keeps every rank's weights equal)."""
         if not ctx.is_main:
@@ -160,6 +172,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         began = time.perf_counter()
         result = evaluate(ddp, val_set, recipe.clip.views, plan.micro_batch, amp_dtype, ctx, loader_args)
         eval_time[0] = time.perf_counter() - began
+        note_fallbacks("val", result.fallback_sources)
         curves.evaluation(progress.epoch * steps_per_epoch, result.metrics())
         return result
 
@@ -177,7 +190,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                     device)
                 curves.start_epoch(epoch)
                 _train_epoch(ddp, loader, opt, plan, amp_dtype, device, bar, step_callback, progress,
-                             epoch * steps_per_epoch, save, curves, guard)
+                             epoch * steps_per_epoch, save, curves, guard,
+                             partial(note_fallbacks, "train"))
                 mean_loss = (all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item()
                              / (steps_per_epoch * ctx.world_size))
                 progress.finish_epoch()
@@ -202,6 +216,10 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
         metrics, val_broken = evaluation.metrics(), evaluation.broken
         metrics["skipped_ids"] = sorted(val_set.video_ids[i] for i in val_broken)
     broken = all_union(progress.broken | {("val", i) for i in val_broken}, ctx)
+    fallbacks = all_union(progress.fallbacks, ctx)
+    for split in datasets:  # what other ranks met, named here too
+        note_fallbacks(split, [i for kind, i in fallbacks if kind == split])
+    fallback_ids = sorted(f"{kind}:{datasets[kind].video_ids[i]}" for kind, i in fallbacks)
     memory, memory_kind = peak_memory_bytes(device)
     if ctx.world_size > 1:
         memory = int(all_reduce(torch.tensor([memory], dtype=torch.float64), ctx, dist.ReduceOp.MAX).item())
@@ -214,7 +232,8 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                           wall_time=progress.earlier_wall_time_s + time.perf_counter() - started,
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
                           predictions=predictions, fast_paths=fast_paths, guard=guarded,
-                          eval_time=eval_time[0], device_transforms=on_device, diverged=diverged)
+                          eval_time=eval_time[0], device_transforms=on_device, diverged=diverged,
+                          fallback_ids=fallback_ids)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
@@ -237,9 +256,11 @@ def _set_epoch(dataset, epoch: int) -> None:
 
 def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, device: torch.device,
                  bar, step_callback: StepCallback | None, progress: Progress, epoch_start_step: int,
-                 save: Callable[[], None], curves: CurveLogger, guard: FrozenGuard) -> None:
+                 save: Callable[[], None], curves: CurveLogger, guard: FrozenGuard,
+                 note_fallbacks: Callable[[set], None]) -> None:
     """The rest of an epoch (all of it unless resumed mid-epoch); ``progress`` advances at every
-    optimizer step, where a pending stop request is honoured (bench.engine.preemption).
+    optimizer step, where a pending stop request is honoured (bench.engine.preemption), and the
+    videos the fallback reader read are noted (``note_fallbacks``).
 
     The next batch is fetched and staged on the device (``DeviceBatches``) as soon as a micro-batch's
     backward is queued, before its loss is read back, so the host prepares it while the GPU computes.
@@ -251,10 +272,11 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
     timer = time.perf_counter()
     for _ in range(len(loader) // plan.accumulation):
         opt.optimizer.zero_grad(set_to_none=True)
-        step_loss, broken = 0.0, set()
+        step_loss, broken, fallbacks = 0.0, set(), set()
         for micro in range(plan.accumulation):
             batch, remaining = upcoming, remaining - 1
             broken.update(replaced_indices(batch))
+            fallbacks.update(fallback_sources(batch))
             sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
             with (nullcontext() if sync else model.no_sync()):
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -272,6 +294,7 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
         progress.epoch_loss_sum += step_loss
         progress.clips_seen += plan.global_batch
         progress.broken |= {("train", i) for i in broken}
+        note_fallbacks(fallbacks)
         progress.train_time_s += time.perf_counter() - timer
         timer = time.perf_counter()
         step = epoch_start_step + progress.step_in_epoch

@@ -18,10 +18,12 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
                  amp_dtype, ctx: DistContext, broken: set, progress: Progress, *, wall_time: float,
                  memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict | None,
                  fast_paths: list[str], guard: dict, eval_time: float | None = None,
-                 device_transforms: bool = False, diverged: str | None = None) -> RunRecord:
+                 device_transforms: bool = False, diverged: str | None = None,
+                 fallback_ids: list[str] = ()) -> RunRecord:
     """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run
     (None for a diverged trial: it has no outputs); ``fast_paths`` the function-preserving changes
-    applied to its model (bench.engine.build); ``diverged`` why a tuning trial stopped training."""
+    applied to its model (bench.engine.build); ``diverged`` why a tuning trial stopped training;
+    ``fallback_ids`` the videos (``split:id``) the fallback reader read, which are not broken."""
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -43,6 +45,7 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "world_size": ctx.world_size, "grad_accumulation": plan.accumulation,
             "micro_batch": plan.micro_batch, "train_clips": len(train_set), "val_videos": metrics["videos"],
             "val_skipped_broken": metrics["skipped"], "val_skipped_ids": metrics["skipped_ids"],
+            "reader_fallbacks": len(fallback_ids), "reader_fallback_ids": list(fallback_ids),
             "train_time_s": round(progress.train_time_s, 3),
             "peak_memory_kind": memory_kind, "attempts": progress.attempts,
             "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,
