@@ -55,11 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-baselines", action="store_true",
                         help="derive the baselines from the records in --results (with their probes from "
                              "the current code), write them to the baselines file and exit")
-    parser.add_argument("--drift", type=Path, nargs="+", default=[], metavar="DIR",
+    parser.add_argument("--drift", nargs="+", default=[], metavar="DIR[:REFERENCE]",
                         help="with --write-baselines: results folders of the same configurations, each "
-                             "under another environment (e.g. results/drift/torch-2.15.0 "
-                             "results/drift/isa-default), to calibrate the tolerance")
+                             "under another environment, to calibrate the tolerance; DIR:REFERENCE pairs "
+                             "a folder with the records of the same (older) code on the baselines' "
+                             "environment, which its drift is measured against (default: the baselines)")
     return parser
+
+
+def _drift_records(spec: str) -> tuple[list, list | None]:
+    """``DIR`` or ``DIR:REFERENCE`` -> (the drifted records, the reference records or None)."""
+    folder, _, reference = spec.partition(":")
+    return load_records(Path(folder)), load_records(Path(reference)) if reference else None
 
 
 def print_gate(gate: GateResult) -> None:
@@ -77,12 +84,18 @@ def run(args: argparse.Namespace) -> int:
     baselines_path = args.baselines or args.committed / BASELINES_NAME
     records = load_records(args.results)
     if args.write_baselines:
-        bset = derive(records, {str(folder): load_records(folder) for folder in args.drift})
+        bset = derive(records, {spec: _drift_records(spec) for spec in args.drift})
         write_baselines(baselines_path, bset)
         worst = bset.calibration.get("max_abs_drift_z")
         print(f"wrote {len(bset.baselines)} baselines to {baselines_path}"
               + (f"; largest measured environment drift {worst:.2f} sigma-units (limit {bset.calibration['k_sigmas']:g})"
                  if worst is not None else "; no drift records: sigma from the seeds alone"))
+        held_out = bset.calibration.get("held_out_max_abs_z")
+        if held_out:
+            print("each environment left out of the calibration: largest |z| "
+                  + ", ".join(f"{env} {z:.2f}" for env, z in held_out.items())
+                  + f"; estimated false-alarm probability of one gate run "
+                  f"{bset.calibration['false_alarm_per_run']:.2%}")
         return 0
 
     gate = compare(records, load_baselines(baselines_path),

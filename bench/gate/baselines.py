@@ -152,40 +152,95 @@ def _pooled_variance(samples: Sequence[Sequence[float]]) -> tuple[float, int]:
     return (ss / df if df else 0.0), df
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A measured environment change: records of the same code under another environment, and the
+    reference they moved from (records of that code where the baselines' environment ran it; None:
+    the baselines themselves). A pair of the same older code measures a machine's drift as well as
+    a pair of today's code does: what moves is the pre-trained backbone and every run with it."""
+
+    drifted: dict[Key, list[RunRecord]]
+    reference: dict[Key, list[RunRecord]] | None = None
+
+
 def calibrate(baseline_groups: dict[Key, list[RunRecord]],
-              environments: dict[str, dict[Key, list[RunRecord]]]) -> tuple[dict[Key, float], dict[str, Any]]:
-    """sigma per configuration, and the calibration facts (drift per environment and configuration,
-    its z-scores). ``environments`` maps a name to the records of the same configurations there."""
-    base = {k: [r.top1 for r in runs] for k, runs in baseline_groups.items()}
-    other = {(env, k): [r.top1 for r in runs] for env, groups in environments.items()
-             for k, runs in groups.items() if k in base}
-    samples = {k: [b] + [o for (_, ko), o in other.items() if ko == k] for k, b in base.items()}
-    task_variance = {}
-    for dataset in sorted({k[1] for k in base}):
-        task_variance[dataset] = _pooled_variance([s for k, v in samples.items() if k[1] == dataset for s in v])[0]
-    sigmas = {}
-    for key, groups in samples.items():
-        own, df = _pooled_variance(groups)
-        variance = (df * own + PRIOR_WEIGHT * task_variance[key[1]]) / (df + PRIOR_WEIGHT)
-        sigmas[key] = max(math.sqrt(variance), SIGMA_FLOOR)
-    # Method of moments: E[delta^2] = sigma^2 (1/n_a + 1/n_b) + environment_sigma^2 for each
-    # configuration of each measured environment.
-    excess = [(statistics.fmean(o) - statistics.fmean(base[k])) ** 2 - sigmas[k] ** 2 * (1 / len(base[k]) + 1 / len(o))
-              for (_, k), o in other.items()]
-    env_sigma = math.sqrt(max(0.0, statistics.fmean(excess))) if excess else 0.0
-    drift = []
-    for (env, key), values in sorted(other.items()):
-        delta = statistics.fmean(values) - statistics.fmean(base[key])
-        drift.append({"environment": env, "config": describe_key(key), "n": len(values),
-                      "baseline_mean": round(statistics.fmean(base[key]), 4),
-                      "drift_mean": round(statistics.fmean(values), 4), "delta": round(delta, 4),
-                      "sigma": round(sigmas[key], 4),
-                      "z": round(delta / standard_error(sigmas[key], len(base[key]), len(values), env_sigma), 3)})
+              environments: dict[str, Drift]) -> tuple[dict[Key, float], dict[str, Any]]:
+    """sigma per configuration, and the calibration facts: drift per environment and configuration with
+    its z-score, each environment's largest |z| when the calibration leaves it out, and the false-alarm
+    probability of one gate run that those held-out z-scores imply."""
+    base = _top1(baseline_groups)
+    pairs = {env: (_top1(d.reference) if d.reference is not None else base, _top1(d.drifted))
+             for env, d in environments.items()}
+    sigmas, env_sigma, task_variance = _spread(base, pairs)
+    drift = [_drift_row(env, key, ref[key], values, sigmas.get(key, _task_sigma(task_variance, key)), env_sigma)
+             for env, (ref, drifted) in sorted(pairs.items()) for key, values in sorted(drifted.items()) if key in ref]
+    held_out = {}
+    for env in sorted(pairs) if len(pairs) > 1 else []:
+        others = {e: p for e, p in pairs.items() if e != env}
+        s_out, tau_out, var_out = _spread(base, others)
+        ref, drifted = pairs[env]
+        held_out[env] = [_drift_row(env, key, ref[key], values, s_out.get(key, _task_sigma(var_out, key)), tau_out)["z"]
+                         for key, values in sorted(drifted.items()) if key in ref]
     facts = {"k_sigmas": K_SIGMAS, "prior_weight": PRIOR_WEIGHT, "sigma_floor": SIGMA_FLOOR,
              "environment_sigma": round(env_sigma, 4),
              "dataset_sigma": {d: round(math.sqrt(v), 4) for d, v in task_variance.items()},
              "drift": drift, "max_abs_drift_z": max((abs(d["z"]) for d in drift), default=None)}
+    if held_out:
+        zs = [z for values in held_out.values() for z in values]
+        spread = math.sqrt(statistics.fmean(z * z for z in zs))
+        facts["held_out_max_abs_z"] = {env: round(max(map(abs, values)), 3) for env, values in held_out.items()}
+        facts["held_out_z_rms"] = round(spread, 3)
+        facts["false_alarm_per_run"] = false_alarm_probability(spread, len(base))
     return sigmas, facts
+
+
+def false_alarm_probability(z_spread: float, configurations: int) -> float:
+    """P(some configuration falls K sigmas below its baseline) in one gate run of an unchanged suite,
+    when the held-out drift z-scores of a new environment spread as N(0, z_spread^2)."""
+    one = 0.5 * math.erfc(K_SIGMAS / max(z_spread, 1e-9) / math.sqrt(2))
+    return round(1 - (1 - one) ** configurations, 6)
+
+
+def _top1(groups: dict[Key, list[RunRecord]]) -> dict[Key, list[float]]:
+    return {k: [r.top1 for r in runs] for k, runs in groups.items()}
+
+
+def _task_sigma(task_variance: dict[str, float], key: Key) -> float:
+    return max(math.sqrt(task_variance.get(key[1], 0.0)), SIGMA_FLOOR)
+
+
+def _spread(base: dict[Key, list[float]], pairs: dict[str, tuple[dict, dict]]
+            ) -> tuple[dict[Key, float], float, dict[str, float]]:
+    """(sigma per baseline configuration, environment_sigma, pooled seed variance per dataset).
+
+    Seeds are pooled over every group of runs of a configuration (the baselines, each drift and each
+    reference), each group about its own mean; sigma shrinks towards its dataset's pooled variance.
+    environment_sigma by the method of moments: E[delta^2] = sigma^2 (1/n_a + 1/n_b) + env_sigma^2."""
+    groups: dict[Key, list[list[float]]] = {k: [v] for k, v in base.items()}
+    for ref, drifted in pairs.values():
+        for source in ([ref] if ref is not base else []) + [drifted]:
+            for k, v in source.items():
+                groups.setdefault(k, []).append(v)
+    task_variance = {d: _pooled_variance([s for k, v in groups.items() if k[1] == d for s in v])[0]
+                     for d in sorted({k[1] for k in groups})}
+    sigmas = {}
+    for key, samples in groups.items():
+        own, df = _pooled_variance(samples)
+        sigmas[key] = max(math.sqrt((df * own + PRIOR_WEIGHT * task_variance[key[1]]) / (df + PRIOR_WEIGHT)),
+                          SIGMA_FLOOR)
+    excess = [(statistics.fmean(d[k]) - statistics.fmean(ref[k])) ** 2 - sigmas[k] ** 2 * (1 / len(ref[k]) + 1 / len(d[k]))
+              for ref, d in pairs.values() for k in d if k in ref]
+    env_sigma = math.sqrt(max(0.0, statistics.fmean(excess))) if excess else 0.0
+    return sigmas, env_sigma, task_variance
+
+
+def _drift_row(env: str, key: Key, reference: list[float], values: list[float], sigma: float,
+               env_sigma: float) -> dict[str, Any]:
+    delta = statistics.fmean(values) - statistics.fmean(reference)
+    return {"environment": env, "config": describe_key(key), "n": len(values), "reference_n": len(reference),
+            "baseline_mean": round(statistics.fmean(reference), 4), "drift_mean": round(statistics.fmean(values), 4),
+            "delta": round(delta, 4), "sigma": round(sigma, 4),
+            "z": round(delta / standard_error(sigma, len(reference), len(values), env_sigma), 3)}
 
 
 def standard_error(sigma: float, n_fresh: int, n_baseline: int, environment_sigma: float) -> float:
@@ -193,20 +248,25 @@ def standard_error(sigma: float, n_fresh: int, n_baseline: int, environment_sigm
     return math.sqrt(sigma ** 2 * (1 / n_fresh + 1 / n_baseline) + environment_sigma ** 2)
 
 
-def derive(records: Sequence[RunRecord], drift: dict[str, Sequence[RunRecord]] | None = None) -> BaselineSet:
+def derive(records: Sequence[RunRecord],
+           drift: dict[str, tuple[Sequence[RunRecord], Sequence[RunRecord] | None]] | None = None) -> BaselineSet:
     """Baselines from trusted records, sigma calibrated on ``drift`` (per environment, named by its
-    folder: records of the same configurations there), probes computed from the current code."""
+    folder: its records, and the reference records they moved from or None for the baselines), probes
+    computed from the current code."""
     drift = drift or {}
     groups = group(records)
-    sigmas, facts = calibrate(groups, {env: group(runs) for env, runs in drift.items()})
+    sigmas, facts = calibrate(groups, {env: Drift(group(runs), None if ref is None else group(ref))
+                                       for env, (runs, ref) in drift.items()})
     if drift:
         facts["drift_sources"] = sorted(drift)
+        facts["drift_references"] = {env: "baselines" if ref is None else sorted(
+            {r.fingerprint.get("digest", "none") for r in ref}) for env, (_, ref) in sorted(drift.items())}
         facts["drift_environments"] = {
             env: {"fingerprints": sorted({r.fingerprint.get("digest", "none") for r in runs}),
                   "packages": sorted({json.dumps(r.fingerprint.get("packages", {}), sort_keys=True) for r in runs}),
                   "cpu": sorted({json.dumps(r.fingerprint.get("machine", r.fingerprint.get("cpu", {})), sort_keys=True)
                           for r in runs})}
-            for env, runs in sorted(drift.items())}
+            for env, (runs, _) in sorted(drift.items())}
     baselines, data_probes = [], {}
     for key, runs in groups.items():
         first = runs[0]
