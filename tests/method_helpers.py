@@ -93,3 +93,47 @@ def assert_bench_eval_reproduces_merged(model: nn.Module, merge: Callable[[nn.Mo
     expected = evaluate(model, val, SYNTH.clip.views, 32, None, DistContext(0, 1, 0, torch.device("cpu")), {})
     assert (produced.topk_index[:, 0] == expected.topk_index[:, 0]).all()
     np.testing.assert_allclose(produced.topk_prob, expected.topk_prob, rtol=0, atol=1e-5)
+
+
+def perturb_trainable(model: nn.Module, generator: torch.Generator, scale: float = 0.02) -> None:
+    """Move every trainable tensor a little off its initialisation (zero-initialised modules then act,
+    and the network stays as well conditioned as a trained one)."""
+    with torch.no_grad():
+        for _, param in model.trainable_named_parameters():
+            param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype).to(param.device))
+
+
+def assert_gpu_fast_paths_as_accurate_as_plain_bf16(model: nn.Module, expected_paths: list[str]) -> None:
+    """The engine's fast paths (``methods.fast.apply_fast_paths``, frozen weights in bf16) under bf16
+    autocast are as close to the float64 function as the plain modules under the same autocast:
+    logits and every trainable gradient within 1.5x the plain path's error (or 2% / 5%)."""
+    import copy
+
+    from methods.fast import apply_fast_paths, hold_frozen_in
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    clip = torch.randn(2, 3, 8, 224, 224, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
+
+    def run(m: nn.Module, x: torch.Tensor, autocast: bool):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            logits = m(x)
+        logits.float().sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in m.trainable_named_parameters()}
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+    truth = run(copy.deepcopy(model).double(), clip.double(), autocast=False)
+    plain_model, fast_model = copy.deepcopy(model).float(), copy.deepcopy(model).float()
+    hold_frozen_in(plain_model, torch.bfloat16)
+    assert apply_fast_paths(fast_model) == expected_paths
+    hold_frozen_in(fast_model, torch.bfloat16)
+    plain, fast = run(plain_model, clip, autocast=True), run(fast_model, clip, autocast=True)
+    assert torch.isfinite(fast[0]).all()
+    assert rel(fast[0], truth[0]) <= max(2e-2, 1.5 * rel(plain[0], truth[0])), (rel(fast[0], truth[0]), rel(plain[0], truth[0]))
+    for name, grad in fast[1].items():
+        if truth[1][name].norm() > 0:  # a gradient that is exactly zero in float64 has no relative error
+            limit = max(5e-2, 1.5 * rel(plain[1][name], truth[1][name]))
+            assert rel(grad, truth[1][name]) <= limit, (name, rel(grad, truth[1][name]), limit)

@@ -15,7 +15,9 @@ from tests.method_helpers import (
     HEAD,
     TINY,
     assert_bench_eval_reproduces_merged,
+    assert_gpu_fast_paths_as_accurate_as_plain_bf16,
     clip_b16_trainable,
+    perturb_trainable,
     randomise_trainable,
     tiny_model,
     tiny_options,
@@ -244,38 +246,14 @@ def test_a_projection_wrapper_folds_to_the_same_affine_map():
 
 # -- GPU ----------------------------------------------------------------------------------------------
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", ["k400", "ssv2"])
 def test_gpu_fast_paths_keep_the_function_at_bf16_tolerance(preset):
     """The engine's fast paths on ZeroI2V at the paper's architecture (packed attention around the
     shifted qkv, fused QuickGELU, matmul patch embedding, frozen weights in bf16) against float64."""
-    from methods.fast import PackedGradAttention, apply_fast_paths, hold_frozen_in
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = build_model("zeroi2v", "clip_vit_b16", 400, 8, random_init=True, method_options={"preset": preset})
-    randomise_trainable(model, torch.Generator().manual_seed(1))
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    clip = torch.randn(2, 3, 8, 224, 224, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
-
-    def run(m: nn.Module, x: torch.Tensor):
-        m.zero_grad(set_to_none=True)
-        logits = m(x)
-        logits.sum().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in m.trainable_named_parameters()}
-
-    truth = run(model.double(), clip.double())
-    model.float()
-    assert apply_fast_paths(model) == ["fused_quick_gelu", "packed_attention_grads", "matmul_patch_embed"]
-    hold_frozen_in(model, torch.bfloat16)
-    assert isinstance(model.encoder.blocks[0].attn, PackedGradAttention)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits, grads = run(model, clip)
-    assert torch.isfinite(logits).all() and rel(logits, truth[0]) < 2e-2
-    for name, grad in grads.items():
-        assert rel(grad, truth[1][name]) < 5e-2, (name, rel(grad, truth[1][name]))
+    perturb_trainable(model, torch.Generator().manual_seed(1))
+    assert_gpu_fast_paths_as_accurate_as_plain_bf16(
+        model, ["fused_quick_gelu", "packed_attention_grads", "matmul_patch_embed"])

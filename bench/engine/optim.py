@@ -34,8 +34,11 @@ def make_optimizer(named: list[tuple[str, nn.Parameter]], lr: float, weight_deca
     decay = [p for n, p in named if not n.endswith("bias")]
     no_decay = [p for n, p in named if n.endswith("bias")]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in decay + no_decay)  # one kernel for every parameter on GPU
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=fused or None)
+    # Fused: one kernel for every parameter, on GPU and CPU alike. On a CPU it also takes the square
+    # root of the second moment with ATen's own vector code; the unfused step's torch.sqrt goes to
+    # MKL's vector math library, whose results differ between an Intel and an AMD CPU even in MKL's
+    # COMPATIBLE mode (measured, bench.numerics), so it would undo the portable profile.
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=True)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
