@@ -80,9 +80,10 @@ class TritonTemporalConv(TemporalDepthwiseConv):
 
 
 def use_fast_adapters(model: nn.Module) -> int:
-    """Give every bottleneck adapter and temporal conv its fast forward; returns how many adapters."""
-    _swap_class(model, TemporalDepthwiseConv, TritonTemporalConv)
-    return _swap_class(model, BottleneckAdapter, FastBottleneckAdapter)
+    """Give every bottleneck adapter and temporal conv its fast forward (a temporal conv outside an
+    adapter too, as EVL's decoder has); returns how many modules changed."""
+    return (_swap_class(model, TemporalDepthwiseConv, TritonTemporalConv)
+            + _swap_class(model, BottleneckAdapter, FastBottleneckAdapter))
 
 
 def fuse_activations(model: nn.Module) -> int:
