@@ -36,8 +36,8 @@ def make_record(method: str, dataset: str, seed: int, top1: float, *, backbone: 
                 recipe: str = "synth", added: int | None = None, gflops: float = 0.25,
                 method_options: dict | None = None, throughput: float = 0.0,
                 peak_memory: int = 0, classes: int = 0) -> RunRecord:
-    added = METHODS[method][0] if added is None else added
-    trains_backbone = METHODS[method][1]
+    declared, trains_backbone = METHODS[method][:2] if method in METHODS else (0, False)
+    added = declared if added is None else added
     head = HEAD.get(dataset, 1_000)
     config = {"method": method, "method_options": method_options or {}, "dataset": dataset,
               "backbone": backbone, "recipe": recipe_as_run(recipe), "seed": seed}

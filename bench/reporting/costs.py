@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.config import RECIPES
+from bench.reporting.layout import DEFAULT_PERF
 from bench.reporting.reference import ReportedRow
 from bench.reporting.summary import ReportError
 from bench.store.records import RecordError, RunRecord
@@ -112,6 +113,9 @@ def resolved_options(method: str, options: dict[str, Any], where: str) -> str:
 
 def load_perf_records(folder: Path | str) -> list[PerfRecord]:
     """The ``fast`` step records under ``folder`` (other files and settings there are not costs), by label."""
+    if not Path(folder).is_dir():
+        raise ReportError(f"{folder}: no such folder of bench.perf records; pass --perf DIR (the repository's "
+                          f"is {DEFAULT_PERF})")
     found = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -129,7 +133,8 @@ def load_perf_records(folder: Path | str) -> list[PerfRecord]:
                 step_ms=float(data["step_ms"]), peak_memory_bytes=data["peak_memory_bytes"],
                 step_ratio_to_full_ft=data.get("step_ratio_to_full_ft")))
         except (KeyError, TypeError) as e:
-            raise ReportError(f"{path}: perf record without {e} (written by an older bench.perf? measure again)") from None
+            raise ReportError(f"{path}: perf record without {e} (written by an older bench.perf? "
+                              "measure again)") from None
     return sorted(found, key=lambda r: r.label)
 
 
@@ -217,9 +222,10 @@ class CostAxis:
 
 
 COST_AXES = (
-    CostAxis("params", "trainable params", "trainable parameters (M, log scale)", True, lambda c: c.params_trainable / 1e6,
-             lambda r: r.params_trainable_m),
-    CostAxis("inference_gflops", "inference GFLOPs × views", "inference GFLOPs × views (as deployed)", False, lambda c: c.inference_gflops,
+    CostAxis("params", "trainable params", "trainable parameters (M, log scale)", True,
+             lambda c: c.params_trainable / 1e6, lambda r: r.params_trainable_m),
+    CostAxis("inference_gflops", "inference GFLOPs × views", "inference GFLOPs × views (as deployed)", False,
+             lambda c: c.inference_gflops,
              lambda r: None if r.gflops_per_view is None or r.views is None else r.gflops_per_view * r.views),
     # no published step time; published memory is another implementation's (GB, own precision): the
     # real-scale section sets it beside the H200 figures instead

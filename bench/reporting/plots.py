@@ -354,7 +354,8 @@ def write_plots(report: Report, plots_dir: Path) -> list[Path]:
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", 0.8)}):
-        paths = [path for axis in COST_AXES for path in plot_accuracy_vs_cost(report, axis, plots_dir / cost_plot(axis.name))]
+        paths = [path for axis in COST_AXES
+                 for path in plot_accuracy_vs_cost(report, axis, plots_dir / cost_plot(axis.name))]
         paths += plot_datasets_by_method(report.summaries, plots_dir / DATASETS_PLOT)
         if report.groups_with_paired_tests():
             paths += plot_paired_differences(report, plots_dir / PAIRED_PLOT)
