@@ -13,7 +13,16 @@ from typing import Callable, Iterable, Sequence
 
 from tabulate import tabulate
 
-from bench.reporting.costs import COST_AXES, NO_RECORD, PERF_SETTING, STAND_INS, Costs, PerfRecord
+from bench.config import RECIPES
+from bench.reporting.costs import (
+    COST_AXES,
+    NO_RECORD,
+    PERF_SETTING,
+    STAND_IN_BACKBONE,
+    STAND_INS,
+    Costs,
+    PerfRecord,
+)
 from bench.reporting.inputs import Report
 from bench.reporting.layout import (
     DATASETS_PLOT,
@@ -209,18 +218,20 @@ def _reported_csv_row(r: ReportedRow) -> tuple[object, ...]:
 _FAMILY_NAMES = {"k400": "K400", "ssv2": "SSv2"}
 
 
-_PERF_SCALE = f"`bench.perf`, setting {PERF_SETTING}: 32 clips × 8 × 224 per step on CLIP ViT-B/16, bf16"
+_PERF_SCALE = f"`bench.perf`, setting {PERF_SETTING}"
 
 
 def _cost_notes(group: tuple[str, str, str], rows: Sequence[MethodSummary], report: Report) -> list[str]:
     """What the group's cost columns are, and each cost's Pareto front."""
     family = STAND_INS.get(group[0])
     if family is None:
-        scale = f"each configuration's own training step at the benchmark's scale ({_PERF_SCALE})"
+        scale = f"each configuration's own training step, same backbone and clip ({_PERF_SCALE})"
     else:
         name = _FAMILY_NAMES.get(family, family)
-        scale = (f"not these {group[1]} runs but each method's training step as the {name} recipe runs it "
-                 f"({group[0]} stands in for {name}; {_PERF_SCALE})")
+        clip = RECIPES[family].clip
+        scale = (f"not these {group[1]} runs but each method's training step as the {name} recipe runs it, on "
+                 f"{STAND_IN_BACKBONE} at {clip.num_frames} × {clip.input_size} ({group[0]} stands in for {name}; "
+                 f"{_PERF_SCALE})")
     fronts = "; ".join(f"{axis.short}: {' · '.join(report.pareto(group, axis)) or 'none measured'}"
                        for axis in COST_AXES)
     lines = [f"- Costs: inference GFLOPs × views counts each model as deployed (merged into the backbone where "
@@ -232,8 +243,8 @@ def _cost_notes(group: tuple[str, str, str], rows: Sequence[MethodSummary], repo
     return lines + [""]
 
 
-_PERF_HEADERS = ("H200 case", "method", "trainable params (M)", "step (ms)", "step / full_ft",
-                 "peak train memory (GiB)", "record")
+_PERF_HEADERS = ("H200 case", "method", "backbone, clips × frames × size", "trainable params (M)", "step (ms)",
+                 "step / full_ft", "peak train memory (GiB)", "record")
 
 
 _PERF_CSV_COLUMNS = ("label", "method", "options", "backbone", "num_frames", "input_size", "batch_size", "gpu",
@@ -244,20 +255,25 @@ _MEMORY_HEADERS = ("method", "dataset", "backbone", "frames", "train memory (GB)
 
 
 def _perf_cells(r: PerfRecord) -> tuple[str, ...]:
-    return (r.label, r.method, _sig(r.params_trainable / 1e6), f"{r.step_ms:.1f}",
+    return (r.label, r.method, _scale(r), _sig(r.params_trainable / 1e6), f"{r.step_ms:.1f}",
             _opt(r.step_ratio_to_full_ft, lambda v: f"{v:.2f}"), f"{r.peak_memory_bytes / 2**30:.2f}", r.file)
+
+
+def _scale(r: PerfRecord) -> str:
+    return f"{r.backbone}, {r.batch_size} clips × {r.num_frames} × {r.input_size}"
 
 
 def _real_scale_section(report: Report) -> tuple[list[str], str]:
     """The H200 step records the cost columns read, with the published training memory beside them."""
     md = ["## Training cost at real scale (H200 step benchmark)", ""]
     if report.perf:
-        gpus = sorted({r.gpu for r in report.perf})
-        md += [f"`python -m bench.perf` on one {', '.join(gpus)}, setting {PERF_SETTING} (the speed changes the "
-               "engine applies on GPU): CLIP ViT-B/16, 32 clips × 8 × 224 per step, bf16 autocast, fused AdamW; "
-               "the median step and `torch.cuda.max_memory_allocated` (`perf/NOTES.md` in the repository). The "
-               "tables' H200 columns are these records.", "",
-               _table([_perf_cells(r) for r in report.perf], _PERF_HEADERS, ("left", "left") + ("right",) * 4
+        gpus = " or ".join(sorted({r.gpu for r in report.perf}))
+        scales = "; ".join(sorted({_scale(r) for r in report.perf}))
+        md += [f"`python -m bench.perf` on one {gpus}, setting {PERF_SETTING} (the speed changes the engine "
+               f"applies on GPU): {scales} per step, bf16 autocast, fused AdamW; the median step and "
+               "`torch.cuda.max_memory_allocated` (`perf/NOTES.md` in the repository). The tables' H200 columns "
+               "are these records.", "",
+               _table([_perf_cells(r) for r in report.perf], _PERF_HEADERS, ("left",) * 3 + ("right",) * 4
                       + ("left",), "pipe")]
     else:
         md += [f"No H200 step records (setting {PERF_SETTING}): every H200 column says \"{NO_RECORD}\".", ""]
