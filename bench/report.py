@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.reporting.generate import generate
-from bench.reporting.layout import DEFAULT_REFERENCE, DEFAULT_RESULTS
+from bench.reporting.layout import DEFAULT_PERF, DEFAULT_REFERENCE, DEFAULT_RESULTS
 from bench.reporting.summary import ReportError
 from bench.reporting.uncertainty import DEFAULT_REFERENCE_METHOD
 from bench.store.records import RecordError
@@ -29,15 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the comparison tables and plots from the run records. Reads every "
                     "record in RESULTS/runs/*.json (a malformed one is an error naming file and field, "
                     "exit 2) and writes, for each (dataset, backbone, recipe): a table of method, "
-                    "trainable parameters (M and % of the backbone), GFLOPs x views, top-1/top-5 "
+                    "trainable parameters (M and % of the backbone), inference GFLOPs x views (the "
+                    "model as deployed: merged where the method merges), top-1/top-5 "
                     "mean ± std over seeds with n, 95% intervals of top-1 over seeds (Student t) and "
                     "over validation videos (bootstrap), the number of videos, throughput and peak "
-                    "memory where measured; the paired difference of each method against the "
+                    "memory where the runs measured them, the H200 training step and memory of the "
+                    "configuration's bench.perf case ('no H200 record' where none), the Pareto front "
+                    "of top-1 against each cost; the paired difference of each method against the "
                     "reference method (paired bootstrap over videos and seeds: 95% interval, p-value, "
                     "distinguishable at 5%); published numbers for the same dataset labelled "
                     "'reported'. Outputs: OUT/README.md (Markdown), OUT/tables/*.tex and *.csv, "
-                    "OUT/plots/*.png and *.pdf (accuracy vs parameters, datasets by method, paired "
-                    "differences, training curves per group). The same records always give "
+                    "OUT/plots/*.png and *.pdf (accuracy vs each cost with its Pareto front, datasets by "
+                    "method, paired differences, training curves per group). The same records always give "
                     "byte-identical tables.")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="results directory holding runs/*.json (default: %(default)s)")
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
                         help="CSV of published numbers set beside the reproduced ones "
                              "(default: the repository's results/reference/published.csv)")
+    parser.add_argument("--perf", type=Path, default=DEFAULT_PERF, metavar="DIR",
+                        help="the bench.perf records (setting fast) behind the H200 cost columns "
+                             "(default: the repository's results/perf)")
     parser.add_argument("--reference-method", default=DEFAULT_REFERENCE_METHOD, metavar="METHOD",
                         help="the method every other one is compared with, paired by video and seed: a "
                              "method id, or a full label such as 'st_adapter[preset=24x384]' when a group "
@@ -58,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths = generate(args.results, args.out, args.reference, plots=not args.no_plots,
-                         reference_method=args.reference_method)
+                         reference_method=args.reference_method, perf=args.perf)
     except (RecordError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

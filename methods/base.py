@@ -114,6 +114,10 @@ class MethodSpec:
     ``tunable`` names the numeric options ``bench.run --tune OPTION`` may search, each with the
     ratio between neighbouring points of its log-spaced grid (e.g. ``{"width": 2.0}``); the grid is
     centred on the value the method runs with.
+
+    ``merge(model)``, for a method whose modules fold into the frozen weights after training (LoRA,
+    ZeroI2V), turns a trained model into its deployed form in place. The report counts that form's
+    FLOPs as the method's inference cost; without a merge the deployed model is the trained one.
     """
 
     name: str
@@ -123,6 +127,7 @@ class MethodSpec:
     base_lr: Mapping[str, float] = field(default_factory=dict)
     recipe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tunable: Mapping[str, float] = field(default_factory=dict)
+    merge: Callable[["VideoClassifier"], "VideoClassifier"] | None = None
     source: str = ""  # the module or file that registered it, for messages
     version: int = 1  # part of every run's identity: bump it when the method computes something else
 

@@ -89,26 +89,6 @@ class LoraConfig(MethodConfig):
         object.__setattr__(self, "targets", tuple(t for t in TARGETS if t in items))
 
 
-@register_method("lora", LoraConfig, presets={
-    "qv_r8": {"rank": 8, "alpha": 8.0, "targets": ("q", "v")},
-    "qkvo_r16": {"rank": 16, "alpha": 16.0, "targets": ("q", "k", "v", "o")},
-}, recipe_options={"k400": {"preset": "qv_r8"}, "ssv2": {"preset": "qv_r8"}})
-def attach(model: VideoClassifier, cfg: LoraConfig) -> list:
-    encoder = model.encoder
-    wrappers = []
-    for i in range(encoder.depth):
-        for site, parts in SITES.items():
-            chosen = [p for p in parts if p in cfg.targets]
-            if not chosen:
-                continue
-            linear = encoder.projection(site, i)
-            width = linear.out_features // len(parts)
-            updates = {p: LowRankUpdate(linear.in_features, width, cfg.rank, cfg.alpha) for p in chosen}
-            wrappers.append(LoraProjection(parts, updates))
-            encoder.wrap_projection(site, i, "lora", wrappers[-1])
-    return [*wrappers, model.head]
-
-
 def _lora_sites(encoder: FrameEncoder) -> list[tuple[str, int]]:
     return [(site, i) for i in range(encoder.depth) for site in SITES
             if isinstance(getattr(encoder.projection(site, i), "wrapper", None), LoraProjection)]
@@ -129,3 +109,23 @@ def merge(model: VideoClassifier) -> VideoClassifier:
                 rows += wrapper.updates[name].delta_weight().to(weight.dtype)
     model.declare_trainable([model.head])
     return model
+
+
+@register_method("lora", LoraConfig, presets={
+    "qv_r8": {"rank": 8, "alpha": 8.0, "targets": ("q", "v")},
+    "qkvo_r16": {"rank": 16, "alpha": 16.0, "targets": ("q", "k", "v", "o")},
+}, recipe_options={"k400": {"preset": "qv_r8"}, "ssv2": {"preset": "qv_r8"}}, merge=merge)
+def attach(model: VideoClassifier, cfg: LoraConfig) -> list:
+    encoder = model.encoder
+    wrappers = []
+    for i in range(encoder.depth):
+        for site, parts in SITES.items():
+            chosen = [p for p in parts if p in cfg.targets]
+            if not chosen:
+                continue
+            linear = encoder.projection(site, i)
+            width = linear.out_features // len(parts)
+            updates = {p: LowRankUpdate(linear.in_features, width, cfg.rank, cfg.alpha) for p in chosen}
+            wrappers.append(LoraProjection(parts, updates))
+            encoder.wrap_projection(site, i, "lora", wrappers[-1])
+    return [*wrappers, model.head]

@@ -33,19 +33,21 @@ def register_method(name: str, config: type[MethodConfig], *,
                     base_lr: Mapping[str, float] | None = None,
                     recipe_options: Mapping[str, Mapping[str, Any]] | None = None,
                     tunable: Mapping[str, float] | None = None,
+                    merge: Callable[[Any], Any] | None = None,
                     version: int = 1) -> Callable[[Attach], Attach]:
     """Decorate a method's ``attach(model, config)`` to register the method under ``name``.
 
     ``presets`` are named option sets; ``base_lr`` and ``recipe_options`` are the method's recipe
     rules per recipe family (``MethodSpec``); ``tunable`` the numeric options a tuning protocol may
-    search, with their grid ratio. ``version`` enters every run's identity: bump it when a
+    search, with their grid ratio; ``merge`` the function that folds a trained model into its
+    deployed form (``MethodSpec.merge``). ``version`` enters every run's identity: bump it when a
     change makes the method compute something else, so old records stop matching new runs. Every
     preset and recipe option set is validated here, so a typo fails when the method is imported.
     """
     def decorate(attach: Attach) -> Attach:
         spec = MethodSpec(name=name, config_cls=config, attach=attach, presets=dict(presets or {}),
                           base_lr=dict(base_lr or {}), recipe_options=dict(recipe_options or {}),
-                          tunable=dict(tunable or {}), source=_source(attach), version=version)
+                          tunable=dict(tunable or {}), merge=merge, source=_source(attach), version=version)
         _check(spec)
         add_method(spec)
         return attach
@@ -72,6 +74,9 @@ def _check(spec: MethodSpec) -> None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise MethodRegistryError(f"method {spec.name!r}: base_lr[{family!r}]={lr!r} must be a "
                                       "positive number (base lr per 256 clips)")
+    if spec.merge is not None and not callable(spec.merge):
+        raise MethodRegistryError(f"method {spec.name!r}: merge={spec.merge!r} must be a function that folds a "
+                                  "trained model into its deployed form")
     options = sorted(f.name for f in dataclasses.fields(spec.config_cls))
     for option, ratio in spec.tunable.items():
         if option not in options:

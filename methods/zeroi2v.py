@@ -195,29 +195,6 @@ PRESETS = {
 }
 
 
-@register_method("zeroi2v", ZeroI2VConfig, presets=PRESETS, base_lr={"synth": 0.05},
-                 recipe_options={"k400": {"preset": "k400"}, "ssv2": {"preset": "ssv2"},
-                                 "synth": {"adapter_dropout": 0.0}})  # the defaults: the K400 model
-def attach(model: VideoClassifier, cfg: ZeroI2VConfig) -> list:
-    encoder = model.encoder
-    embedding = TemporalEmbedding(model.num_frames, encoder.width, skip=0)
-    encoder.set_slot("post_embed", embedding)
-    adapters = []
-    for i in range(encoder.depth):
-        for site, place in SITES.items():
-            parts = {}
-            if not cfg.merged and (site != "mlp.fc2" or cfg.mlp_out_adapter):
-                parts[place] = LinearAdapter(encoder.width, cfg.bottleneck_ratio, cfg.adapter_scale,
-                                             cfg.adapter_dropout)
-                adapters.append(parts[place])
-            if site == "attn.qkv" and any(cfg.shifts):
-                parts["shift"] = (model.num_frames, encoder.config.heads, cfg.shifts)
-            if parts:
-                encoder.wrap_projection(site, i, "zeroi2v", ZeroI2VProjection(**parts))
-    model.final_norm = cfg.final_norm
-    return [embedding, *adapters, encoder.norm, model.head]
-
-
 def _wrappers(encoder: FrameEncoder) -> list[tuple[str, int, WrappedLinear]]:
     found = []
     for i in range(encoder.depth):
@@ -243,3 +220,27 @@ def merge(model: VideoClassifier) -> VideoClassifier:
     model.method_config = dataclasses.replace(cfg, merged=True)
     model.declare_trainable([encoder.post_embed, encoder.norm, model.head])
     return model
+
+
+@register_method("zeroi2v", ZeroI2VConfig, presets=PRESETS, base_lr={"synth": 0.05},
+                 recipe_options={"k400": {"preset": "k400"}, "ssv2": {"preset": "ssv2"},
+                                 "synth": {"adapter_dropout": 0.0}},  # the defaults: the K400 model
+                 merge=merge)
+def attach(model: VideoClassifier, cfg: ZeroI2VConfig) -> list:
+    encoder = model.encoder
+    embedding = TemporalEmbedding(model.num_frames, encoder.width, skip=0)
+    encoder.set_slot("post_embed", embedding)
+    adapters = []
+    for i in range(encoder.depth):
+        for site, place in SITES.items():
+            parts = {}
+            if not cfg.merged and (site != "mlp.fc2" or cfg.mlp_out_adapter):
+                parts[place] = LinearAdapter(encoder.width, cfg.bottleneck_ratio, cfg.adapter_scale,
+                                             cfg.adapter_dropout)
+                adapters.append(parts[place])
+            if site == "attn.qkv" and any(cfg.shifts):
+                parts["shift"] = (model.num_frames, encoder.config.heads, cfg.shifts)
+            if parts:
+                encoder.wrap_projection(site, i, "zeroi2v", ZeroI2VProjection(**parts))
+    model.final_norm = cfg.final_norm
+    return [embedding, *adapters, encoder.norm, model.head]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.config import get_recipe
 from bench.store.predictions import Predictions, write_predictions
 from bench.store.records import RunRecord, write_record
 
@@ -25,15 +26,21 @@ METHODS = {
 }
 
 
+def recipe_as_run(name: str) -> dict:
+    """The recipe a record's config holds: the named recipe's (``synth(base_lr=0.003)``: synth's), so
+    the report finds its family and clip as in a real record."""
+    return {**get_recipe(name.split("(", 1)[0]).to_dict(), "name": name}
+
+
 def make_record(method: str, dataset: str, seed: int, top1: float, *, backbone: str = BACKBONE,
                 recipe: str = "synth", added: int | None = None, gflops: float = 0.25,
                 method_options: dict | None = None, throughput: float = 0.0,
-                peak_memory: int = 0) -> RunRecord:
-    added = METHODS[method][0] if added is None else added
-    trains_backbone = METHODS[method][1]
+                peak_memory: int = 0, classes: int = 0) -> RunRecord:
+    declared, trains_backbone = METHODS[method][:2] if method in METHODS else (0, False)
+    added = declared if added is None else added
     head = HEAD.get(dataset, 1_000)
     config = {"method": method, "method_options": method_options or {}, "dataset": dataset,
-              "backbone": backbone, "recipe": recipe, "seed": seed}
+              "backbone": backbone, "recipe": recipe_as_run(recipe), "seed": seed}
     config_hash = hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:12]
     return RunRecord(
         method=method, dataset=dataset, backbone=backbone, recipe=recipe, seed=seed,
@@ -42,7 +49,7 @@ def make_record(method: str, dataset: str, seed: int, top1: float, *, backbone: 
         params_total=BACKBONE_PARAMS + added + head, gflops_per_view=gflops, views=2,
         wall_time_s=12.5, throughput_clips_per_s=throughput, peak_memory_bytes=peak_memory,
         broken_videos=0, git_commit="0" * 40, git_dirty=False, packages={"torch": "test"},
-        hardware={"cpu": "test"}, created_at="2025-01-01T00:00:00+00:00",
+        hardware={"cpu": "test"}, created_at="2025-01-01T00:00:00+00:00", per_class_top1=[top1] * classes,
     )
 
 

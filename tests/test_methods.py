@@ -200,6 +200,38 @@ def test_more_layers_than_blocks(method):
         build_model(method, TINY, 5, 4, random_init=True, method_options={"num_layers": 5})
 
 
+MERGING = [m for m in METHODS if get_method(m).merge is not None]
+
+
+def test_the_methods_that_fold_into_the_backbone_declare_a_merge():
+    """The report counts a merging method's deployed form (bench.reporting.costs), so the declaration
+    must be there: LoRA and ZeroI2V fold into the frozen weights, nothing else does."""
+    assert {"lora", "zeroi2v"} <= set(MERGING)
+
+
+@pytest.mark.parametrize("method", MERGING)
+def test_a_declared_merge_keeps_the_function_and_leaves_no_trained_module_in_the_backbone(method):
+    torch.manual_seed(0)
+    model = tiny_model(method).double().eval()
+    randomise_trainable(model, torch.Generator().manual_seed(1))
+    clip = video(dtype=torch.float64)
+    with torch.no_grad():
+        before = model(clip)
+        merged = get_method(method).merge(model)
+        torch.testing.assert_close(merged(clip), before, rtol=1e-12, atol=1e-12)
+    trained_in_blocks = [n for n, _ in merged.trainable_named_parameters() if n.startswith("encoder.blocks.")]
+    assert trained_in_blocks == []
+
+
+def test_a_merge_that_is_not_a_function_is_refused():
+    from methods.base import MethodRegistryError
+    from methods.registry import register_method
+
+    with pytest.raises(MethodRegistryError, match=r"method 'merge_typo': merge='merge' must be a function"):
+        register_method("merge_typo", type("MergeTypoConfig", (get_method("linear_probe").config_cls,), {}),
+                        merge="merge")(lambda model, cfg: [model.head])
+
+
 def test_unknown_method():
     with pytest.raises(UnknownMethodError, match=r"unknown method 'st-adapter'; choose one of "
                                                  r".*'st_adapter'.*load_method_file"):

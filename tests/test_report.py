@@ -28,6 +28,7 @@ from bench.store.predictions import load_predictions
 from bench.store.records import RecordError, load_records, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+COST_PLOTS = ["accuracy_vs_params", "accuracy_vs_inference_gflops", "accuracy_vs_step_time", "accuracy_vs_train_memory"]
 
 
 @pytest.fixture()
@@ -116,7 +117,7 @@ def test_reported_rows_sit_beside_their_dataset_only(suite: Path):
     for row in reported:
         if row.dataset == "k400":
             assert f"{row.method} (reported)" in k400 and row.reference in k400
-    synth_tables = synth.split("## Reported numbers", 1)[0]
+    synth_tables = synth.split("## Training cost at real scale", 1)[0]
     assert "(reported)" not in synth_tables
     # the reported section lists every published row, K400 and SSv2 alike
     section = readme.split("## Reported numbers", 1)[1]
@@ -125,7 +126,7 @@ def test_reported_rows_sit_beside_their_dataset_only(suite: Path):
     # measured throughput and memory appear; reported rows never reach the reproduced CSV
     assert "210.5" in k400 and "3.00" in k400
     assert "reported" not in (suite / "tables" / "k400__clip_vit_b16__k400.csv").read_text()
-    assert "AIM (reported)" in (suite / "tables" / "k400__clip_vit_b16__k400.tex").read_text()
+    assert "aim (reported)" in (suite / "tables" / "k400__clip_vit_b16__k400.tex").read_text()
 
 
 def test_options_make_their_own_row_and_a_repeated_seed_is_an_error(suite: Path):
@@ -172,11 +173,11 @@ def test_plots_are_written_with_the_expected_size(suite: Path, tmp_path: Path):
     report = build_report(suite)
     summaries = report.summaries
     paths = write_plots(report, tmp_path / "a")
-    assert sorted(p.name for p in paths) == ["accuracy_vs_params.pdf", "accuracy_vs_params.png",
-                                             "datasets_by_method.pdf", "datasets_by_method.png"]
+    assert sorted(p.name for p in paths) == sorted(f"{stem}.{ext}" for ext in ("pdf", "png") for stem in COST_PLOTS
+                                                   + ["datasets_by_method"])
     n_groups = len({s.group for s in summaries})
     n_backbones = len({s.backbone for s in summaries})
-    expected = {"accuracy_vs_params": figure_size_px(n_groups),
+    expected = {**{stem: figure_size_px(n_groups) for stem in COST_PLOTS},
                 "datasets_by_method": figure_size_px(n_backbones)}
     for path in paths:
         assert path.stat().st_size > 5_000
@@ -207,7 +208,7 @@ def test_no_records_gives_the_reported_section_and_no_plots(tmp_path: Path):
     readme = (tmp_path / "README.md").read_text()
     assert "No run records yet" in readme and "## Reported numbers" in readme
     assert not (tmp_path / "plots").exists()
-    assert {p.name for p in paths} == {"README.md", "reported.csv", "reported.tex"}
+    assert {p.name for p in paths} == {"README.md", "reported.csv", "reported.tex", "h200_training_cost.csv"}
 
 
 def test_command_line_entry_point(suite: Path):
@@ -342,7 +343,7 @@ def test_every_figure_is_drawn_from_the_outputs(outputs: Path, tmp_path: Path):
     paths = generate(outputs, tmp_path / "out")
     plots = sorted(p.name for p in paths if p.parent.name == "plots")
     assert plots == sorted(f"{stem}.{ext}" for ext in ("png", "pdf") for stem in (
-        "accuracy_vs_params", "datasets_by_method", "paired_differences",
+        *COST_PLOTS, "datasets_by_method", "paired_differences",
         "curves__synth_appearance__synth_vit__synth", "curves__synth_motion__synth_vit__synth"))
     readme = (tmp_path / "out" / "README.md").read_text()
     for name in plots:

@@ -13,6 +13,9 @@ DEFAULT_RESULTS = Path("results")
 DEFAULT_REFERENCE = REPO_ROOT / "results" / "reference" / "published.csv"
 
 
+DEFAULT_PERF = REPO_ROOT / "results" / "perf"  # the H200 step records (bench.perf) the cost columns read
+
+
 README_NAME = "README.md"
 
 
@@ -22,7 +25,7 @@ TABLES_SUBDIR = "tables"
 PLOTS_SUBDIR = "plots"
 
 
-ACCURACY_PLOT = "accuracy_vs_params"
+TRAINING_COST_TABLE = "h200_training_cost"  # the H200 step records the cost columns read (tables/*.csv)
 
 
 DATASETS_PLOT = "datasets_by_method"
@@ -35,6 +38,11 @@ CURVES_PLOT_PREFIX = "curves__"  # one figure per (dataset, backbone, recipe) gr
 
 
 TUNING_PLOT_PREFIX = "tuning__"  # the sensitivity figure of a group with tuning sweeps
+
+
+def cost_plot(axis: str) -> str:
+    """The figure of top-1 against one cost axis (bench.reporting.costs.COST_AXES), a panel per group."""
+    return f"accuracy_vs_{axis}"
 
 
 def safe_name(*parts: str) -> str:

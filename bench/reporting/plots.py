@@ -1,4 +1,5 @@
-"""The generated plots (PNG and PDF): top-1 with its intervals against trainable parameters, datasets
+"""The generated plots (PNG and PDF): top-1 with its intervals against each cost (trainable parameters,
+inference GFLOPs x views, H200 step time and training memory) with the Pareto front marked, datasets
 side by side, the paired differences against the reference method, each group's training curves and,
 where methods were tuned, each group's sensitivity to the tuned values.
 
@@ -14,8 +15,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bench.atomic import atomic_write
+from bench.reporting.costs import COST_AXES, NO_RECORD, CostAxis
 from bench.reporting.inputs import Report
-from bench.reporting.layout import ACCURACY_PLOT, DATASETS_PLOT, PAIRED_PLOT, curves_plot, tuning_plot
+from bench.reporting.layout import DATASETS_PLOT, PAIRED_PLOT, cost_plot, curves_plot, tuning_plot
 from bench.reporting.summary import MethodSummary, group_summaries
 from bench.tuning.select import Sweep
 
@@ -116,39 +118,57 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def plot_accuracy_vs_params(report: Report, stem: Path) -> list[Path]:
-    """Top-1 against trainable parameters (log x), one panel per group. Each point is the seed mean;
-    the thin capped bar its 95% interval over seeds (Student t), the wide pale bar its 95% interval
-    over videos (bootstrap). Hollow markers: reported points with a published parameter count."""
+def plot_accuracy_vs_cost(report: Report, axis: CostAxis, stem: Path) -> list[Path]:
+    """Top-1 against one cost (``axis``), one panel per group. Each point is the seed mean; the thin
+    capped bar its 95% interval over seeds (Student t), the wide pale bar its 95% interval over videos
+    (bootstrap). Ringed points joined by a dashed staircase: the Pareto front (higher top-1, lower
+    cost) of the measured configurations. Hollow markers: reported points with a published figure on
+    this axis (never part of the front). Configurations without the cost are named in the panel."""
     from matplotlib.lines import Line2D
 
-    summaries, reported = report.summaries, report.reported
-    groups = group_summaries(summaries)
+    groups = group_summaries(report.summaries)
     styles = _report_styles(report)
     fig, axes = _panels(len(groups))
     for ax, (group, rows) in zip(axes, groups.items()):
         dataset, backbone, recipe = group
+        points = {}
         for s in rows:
+            x = axis.of(report.cost(s))
+            if x is None:
+                continue
             color, marker = styles[s.method]
-            x, intervals = s.params_trainable / 1e6, report.analysis[group].intervals[s.method]
+            points[s.method] = (x, s.top1_mean)
+            intervals = report.analysis[group].intervals[s.method]
             if intervals.videos is not None:
                 ax.vlines(x, intervals.videos.low, intervals.videos.high, colors=[color], linewidths=7, alpha=0.3)
             seeds = intervals.seeds
             yerr = None if seeds is None else [[s.top1_mean - seeds.low], [seeds.high - s.top1_mean]]
             ax.errorbar(x, s.top1_mean, yerr=yerr, fmt=marker, color=color, markersize=7, capsize=3, label=s.method)
-        for r in reported:
-            if r.dataset == dataset and r.params_trainable_m is not None:
+        front = [points[m] for m in report.pareto(group, axis)]
+        if front:
+            ax.step(*zip(*front), where="post", color="black", linewidth=0.9, linestyle="--", zorder=1)
+            ax.scatter(*zip(*front), s=170, facecolors="none", edgecolors="black", linewidths=1.0, zorder=3)
+        for r in report.reported:
+            x = axis.reported(r)
+            if r.dataset == dataset and x is not None and r.top1 is not None:
                 color, marker = styles[r.method]
-                ax.scatter(r.params_trainable_m, r.top1, marker=marker, s=60, facecolors="none",
-                           edgecolors=color, linewidths=1.5, label=f"{r.method} (reported)")
-        _log_params_axis(ax)
+                ax.scatter(x, r.top1, marker=marker, s=60, facecolors="none", edgecolors=color, linewidths=1.5,
+                           label=f"{r.method} (reported)")
+        missing = [s.method for s in rows if s.method not in points]
+        if missing:
+            ax.text(0.01, 0.01, f"{NO_RECORD}: {', '.join(missing)}", transform=ax.transAxes, fontsize="x-small",
+                    va="bottom", ha="left", wrap=True)
+        if axis.log:
+            _log_params_axis(ax)
         ax.set_title(f"{dataset} · {backbone} · {recipe}", fontsize="medium")
-        ax.set_xlabel("trainable parameters (M, log scale)")
+        ax.set_xlabel(axis.label, fontsize="small")
         ax.set_ylabel("top-1 (%)")
     gray = (0.4, 0.4, 0.4)
     _legend(fig, axes, [
         (Line2D([], [], color=gray, marker="|", markersize=10, linestyle="none"), "95% CI over seeds (t)"),
-        (Line2D([], [], color=gray, linewidth=7, alpha=0.3), "95% CI over videos (bootstrap)")])
+        (Line2D([], [], color=gray, linewidth=7, alpha=0.3), "95% CI over videos (bootstrap)"),
+        (Line2D([], [], color="black", marker="o", markersize=11, markerfacecolor="none", linestyle="--",
+                linewidth=0.9), "Pareto front (higher top-1, lower cost)")])
     return _save(fig, stem)
 
 
@@ -316,7 +336,8 @@ def plot_stems(report: Report) -> list[str]:
     """The figures ``write_plots`` makes for ``report`` (file names without the extension)."""
     if not report.summaries:
         return []
-    stems = [ACCURACY_PLOT, DATASETS_PLOT] + ([PAIRED_PLOT] if report.groups_with_paired_tests() else [])
+    stems = ([cost_plot(axis.name) for axis in COST_AXES] + [DATASETS_PLOT]
+             + ([PAIRED_PLOT] if report.groups_with_paired_tests() else []))
     return (stems + [curves_plot(group) for group in report.groups_with_curves()]
             + [tuning_plot(group) for group in report.groups_with_sweeps()])
 
@@ -333,8 +354,9 @@ def write_plots(report: Report, plots_dir: Path) -> list[Path]:
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", 0.8)}):
-        paths = (plot_accuracy_vs_params(report, plots_dir / ACCURACY_PLOT)
-                 + plot_datasets_by_method(report.summaries, plots_dir / DATASETS_PLOT))
+        paths = [path for axis in COST_AXES
+                 for path in plot_accuracy_vs_cost(report, axis, plots_dir / cost_plot(axis.name))]
+        paths += plot_datasets_by_method(report.summaries, plots_dir / DATASETS_PLOT)
         if report.groups_with_paired_tests():
             paths += plot_paired_differences(report, plots_dir / PAIRED_PLOT)
         for group in report.groups_with_curves():
