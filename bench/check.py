@@ -24,7 +24,15 @@ from typing import Sequence
 
 from tabulate import tabulate
 
-from bench.gate.baselines import BASELINES_NAME, TOLERANCE_RULE, BaselineError, derive, load_baselines, write_baselines
+from bench.gate.baselines import (
+    BASELINES_NAME,
+    TOLERANCE_RULE,
+    BaselineError,
+    derive,
+    load_baselines,
+    numerics_facts,
+    write_baselines,
+)
 from bench.gate.compare import GateResult, compare
 from bench.gate.probes import data_probe, model_probes
 from bench.gate.tables import check_tables
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     gate = compare(records, load_baselines(baselines_path),
                    probe_model=lambda b: model_probes(b.run_config, b.num_classes, b.train_clips),
-                   probe_data=lambda b: data_probe(b.run_config))
+                   probe_data=lambda b: data_probe(b.run_config), probe_numerics=numerics_facts)
     table_problems = check_tables(args.committed, args.reference)
     print_gate(gate)
     for line in gate.failures + table_problems:

@@ -332,3 +332,20 @@ def test_baselines_file_is_byte_stable(committed: Path, tmp_path: Path):
     out = tmp_path / "again.json"
     assert check.main(["--results", str(committed), "--baselines", str(out), "--write-baselines"]) == 0
     assert out.read_bytes() == (committed / BASELINES_NAME).read_bytes()
+
+
+def test_the_numerics_probe_under_the_baselines_fingerprint_must_give_their_bytes(committed: Path):
+    """Same lock and profile on another CPU: a few training steps must give the baselines' bytes, or
+    the gate says the profile does not hold here (before every exact row fails for the machine)."""
+    from bench.gate.compare import compare
+    bset = load_baselines(committed / "baselines.json")
+    here = {"fingerprint": "same", "digests": {"st_adapter": "aaaa", "full_ft": "bbbb"}}
+    bset.numerics = {"fingerprint": "same", "digests": {"st_adapter": "aaaa", "full_ft": "cccc"}}
+    result = compare([], bset, probe_model=None, probe_data=None, probe_numerics=lambda: here)
+    assert any("does not hold on this machine" in f and "full_ft" in f and "st_adapter" not in f.split(":")[0]
+               for f in result.failures), result.failures
+    bset.numerics = dict(here)
+    assert compare([], bset, probe_model=None, probe_data=None, probe_numerics=lambda: here).failures == []
+    bset.numerics = {"fingerprint": "elsewhere", "digests": {"full_ft": "cccc"}}
+    other = compare([], bset, probe_model=None, probe_data=None, probe_numerics=lambda: here)
+    assert other.failures == [] and any("not compared" in n for n in other.notes)

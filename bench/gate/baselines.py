@@ -16,6 +16,7 @@ environment_sigma^2) below its baseline.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -131,6 +132,8 @@ class BaselineSet:
     baselines: list[Baseline]
     data_probes: dict[str, dict[str, list[float]]]
     calibration: dict[str, Any] = field(default_factory=dict)
+    # bench.gate.numerics_probe where the baselines were derived: {"fingerprint": digest, "digests": ...}
+    numerics: dict[str, Any] = field(default_factory=dict)
 
     def by_key(self) -> dict[Key, Baseline]:
         return {b.key: b for b in self.baselines}
@@ -282,14 +285,26 @@ def derive(records: Sequence[RunRecord],
             train_clips=train_clips, config=first.config,
             probes=model_probes(cfg, num_classes, train_clips), seeds=tuple(SeedResult.of(r) for r in runs)))
         data_probes.setdefault(data_key(cfg), data_probe(cfg))
-    return BaselineSet(sorted(baselines, key=lambda b: b.key), data_probes, facts)
+    return BaselineSet(sorted(baselines, key=lambda b: b.key), data_probes, facts, numerics_facts())
+
+
+@functools.lru_cache(maxsize=1)
+def numerics_facts() -> dict[str, Any]:
+    """This machine's few-step training bytes of every method (bench.gate.numerics_probe) and the
+    fingerprint they were made under: under one lock and numerics profile, every CPU must give them.
+    Once per process: they describe the machine and the installed code, which a process does not change."""
+    from bench.gate.numerics_probe import probe
+    from bench.store.provenance import fingerprint
+    digests = probe()["digests"]  # at the probe's one thread, which the fingerprint then records
+    return {"fingerprint": fingerprint()["digest"], "digests": digests}
 
 
 # -- Reading and writing ------------------------------------------------------------------------------
 
 def baselines_json(bset: BaselineSet) -> str:
     data = {"schema": SCHEMA, "rule": TOLERANCE_RULE, "calibration": bset.calibration,
-            "data_probes": bset.data_probes, "baselines": [b.to_dict() for b in bset.baselines]}
+            "data_probes": bset.data_probes, "numerics": bset.numerics,
+            "baselines": [b.to_dict() for b in bset.baselines]}
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -326,4 +341,4 @@ def load_baselines(path: Path | str) -> BaselineSet:
                                          "seeds": tuple(SeedResult(**s) for s in entry["seeds"])}))
         except (TypeError, KeyError) as e:
             raise BaselineError(path, where, f"malformed ({e})") from e
-    return BaselineSet(baselines, data.get("data_probes", {}), data.get("calibration", {}))
+    return BaselineSet(baselines, data.get("data_probes", {}), data.get("calibration", {}), data.get("numerics", {}))

@@ -62,12 +62,16 @@ class GateResult:
 
 ModelProber = Callable[[Baseline], ModelProbes]
 DataProber = Callable[[Baseline], dict[str, list[float]]]
+NumericsProber = Callable[[], dict]  # bench.gate.baselines.numerics_facts
 
 
 def compare(records: Sequence[RunRecord], bset: BaselineSet, probe_model: ModelProber,
-            probe_data: DataProber) -> GateResult:
-    """Judge every fresh configuration; ``probe_*`` compute the current code's probes of a baseline."""
+            probe_data: DataProber, probe_numerics: NumericsProber | None = None) -> GateResult:
+    """Judge every fresh configuration; ``probe_*`` compute the current code's probes of a baseline
+    (``probe_numerics`` this machine's few-step training bytes; None: not compared)."""
     result = GateResult()
+    if probe_numerics is not None and bset.numerics:
+        _judge_numerics(probe_numerics(), bset.numerics, result)
     baselines = bset.by_key()
     fresh = group(records)
     for key, runs in fresh.items():
@@ -92,6 +96,23 @@ def compare(records: Sequence[RunRecord], bset: BaselineSet, probe_model: ModelP
     if unrun:
         result.notes.append(f"{len(unrun)} baseline(s) had no fresh records: " + "; ".join(map(describe_key, unrun)))
     return result
+
+
+def _judge_numerics(here: dict, there: dict, result: GateResult) -> None:
+    """Under the baselines' fingerprint (same lock and numerics profile, any CPU), a few training steps of
+    every method must give the bytes they gave there; otherwise every exact row would fail for the
+    machine, not for the code, and this says so first."""
+    if here["fingerprint"] != there["fingerprint"]:
+        result.notes.append("numerics probe not compared: this process's fingerprint differs from the "
+                            "baselines' (another lock, profile or thread count)")
+        return
+    moved = sorted(m for m, d in there["digests"].items() if here["digests"].get(m) != d)
+    if moved:
+        result.failures.append(
+            f"the numerics profile does not hold on this machine: a few training steps of {', '.join(moved)} "
+            "give other bytes than where the baselines were made, under the same lock and profile "
+            "(python -m bench.gate.numerics_probe); exact rows then fail for the CPU, not for the code. "
+            "Run with BENCH_NUMERICS=native for the statistical mode, and report the machine")
 
 
 def same_fingerprint(runs: Sequence[RunRecord], seeds: Sequence[SeedResult]) -> bool:
