@@ -1,6 +1,9 @@
-"""Every record says whether its run was fed: the data wait, the GPU's busy share, the decoder; and
-measuring changes no number."""
+"""Every record says whether its run was fed: the data wait, the GPU's busy share, the decoder; the run
+summary warns past 20% with the measured remedy; and measuring changes no number."""
+import dataclasses
+import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +12,12 @@ from bench.data import VideoDataset, build_dataset
 from bench.engine import feed
 from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
+from bench.reporting.console import print_summary
+from bench.reporting.data_bound import MORE_WORKERS, PREPARE_COST, PREPARED, data_bound_notes
 from tests.engine_helpers import final_weights, generated_tiny_world, same_metrics, tiny_run
+from tests.record_factory import make_record
 
+ROOT = Path(__file__).resolve().parents[1]
 FEED_FIELDS = ("data_wait_fraction", "host_data_wait_fraction", "gpu_busy_fraction", "decoder",
                "fallback_decoder", "loader_workers")
 
@@ -43,14 +50,20 @@ def test_a_record_says_how_its_run_was_fed(tmp_path, data_root):
         "decord_frame_cache", "pyav_sampled", 0)
 
 
-def test_a_slow_loader_is_measured_a_fast_one_is_not(tmp_path, data_root, monkeypatch):
+def test_a_slow_loader_is_measured_and_warned_a_fast_one_is_not(tmp_path, data_root, monkeypatch, capsys):
     cfg = tiny_run(data_root, method="linear_probe")
     with monkeypatch.context() as patch:
         slow_training_items(patch, 0.05)  # 0.4 s per 8-clip batch against a step of a few ms
         slow = execute_run(cfg, tmp_path / "slow", Execution(progress=False))
     assert slow.extra["data_wait_fraction"] > 0.5
+    print_summary(tmp_path / "slow", [cfg])
+    out = capsys.readouterr().out
+    assert (f"warning: synth_motion: 1 run(s) waited for data more than 20% of their training time (linear_probe s0 "
+            f"{slow.extra['data_wait_fraction']:.0%}; decoder decord_frame_cache, 0 loader workers)") in out
     fast = execute_run(cfg, tmp_path / "fast", Execution(progress=False))  # its videos decoded already, kept
     assert fast.extra["data_wait_fraction"] < 0.2
+    print_summary(tmp_path / "fast", [cfg])
+    assert "warning" not in capsys.readouterr().out
 
 
 class Unmeasured(feed.FeedMeter):
@@ -160,3 +173,44 @@ def test_decoders_are_named_by_the_reader_that_reads(data_root):
     assert (sampled.decoder, sampled.fallback_decoder) == ("pyav_sampled", "decord_sampled")
     index = read_index(cfg.dataset, "train", data_root, cfg.synth)
     assert DecodeAllDataset(cfg.dataset, "train", index, cfg.recipe.clip, True).decoder == "read_frames_decode_all"
+
+
+def fed(record, wait: float, *, dataset_prepared=None, workers: int = 15, cores: int = 16, decoder="pyav_sampled"):
+    """``record`` as a run that waited ``wait`` of its training time would have written it."""
+    return dataclasses.replace(
+        record, config={**record.config, "data": {"prepared": dataset_prepared}, "data_root": "/data/k400"},
+        hardware={**record.hardware, "cpu_count": cores, "world_size": 1},
+        extra={**record.extra, "data_wait_fraction": wait, "decoder": decoder, "loader_workers": workers})
+
+
+def test_the_warning_names_the_measured_remedy_for_the_case():
+    originals = fed(make_record("st_adapter", "k400", 0, 70.0), 0.45)
+    [note] = data_bound_notes([originals, fed(make_record("full_ft", "k400", 0, 72.0), 0.1)])
+    assert note.startswith("warning: k400: 1 run(s) waited for data more than 20% of their training time "
+                           "(st_adapter s0 45%; decoder pyav_sampled, 15 loader workers)")
+    assert "`python -m bench.data prepare --dataset k400 --root /data/k400 --out COPY`" in note
+    assert "from 33.1 to 10.2 ms" in note and "from 283 to 492 clips/s (0.51x to 0.89x" in note
+    assert "0.75 s of CPU per 10-s clip (2.56 videos/s with 2 workers on 2 cores), repaid after 12 training" in note
+    assert "--workers" not in note  # 15 workers on 16 cores: none to add
+    prepared = fed(make_record("st_adapter", "k400", 0, 70.0), 0.3, dataset_prepared={"settings": {}}, workers=4)
+    [note] = data_bound_notes([prepared])
+    assert "bench.data prepare" not in note and "more `--workers`: this run had 4 per process and 16 cores" in note
+    [note] = data_bound_notes([fed(make_record("st_adapter", "ssv2", 0, 50.0), 0.3)])
+    assert "(measured on Kinetics-shaped h264 only)" in note
+    [note] = data_bound_notes([fed(make_record("st_adapter", "k400", 0, 70.0), 0.3, dataset_prepared={"s": 1})])
+    assert "no measured remedy is left for this run's setting" in note
+    assert data_bound_notes([make_record("st_adapter", "k400", 0, 70.0)]) == []  # older records: no field, no note
+
+
+def test_the_quoted_remedies_are_the_committed_measurements():
+    original, prepared = (json.loads((ROOT / path).read_text()) for path in PREPARED.records)
+    for field, quoted in (("e2e_clips_per_s", PREPARED.clips_per_s), ("ratio", PREPARED.ratio),
+                          ("cpu_ms_per_clip", PREPARED.cpu_ms_per_clip)):
+        assert (original[field], prepared[field]) == quoted, field
+    assert original["format"] == "k400_original" and prepared["format"] == "k400_prepared"
+    cost = json.loads((ROOT / PREPARE_COST.record).read_text())
+    assert (cost["videos_per_s"], cost["cpu_s_per_video"], cost["workers"], cost["hardware"]["cpu_count"]) == (
+        PREPARE_COST.videos_per_s, PREPARE_COST.cpu_s_per_video, PREPARE_COST.workers, 2)
+    assert cost["break_even_reads"]["train"] == PREPARE_COST.break_even_reads
+    scaling = json.loads((ROOT / MORE_WORKERS.record).read_text())["results"]["k400"]["decode_scaling_train"]
+    assert tuple(row["clips_per_s"] for row in scaling) == MORE_WORKERS.clips_per_s
