@@ -66,6 +66,27 @@ def test_a_slow_loader_is_measured_and_warned_a_fast_one_is_not(tmp_path, data_r
     assert "warning" not in capsys.readouterr().out
 
 
+class Interrupt(Exception):
+    pass
+
+
+def test_a_resumed_run_reports_the_wait_of_its_earlier_attempts(tmp_path, data_root, monkeypatch):
+    """Epoch 1 is slow and checkpointed, the run dies in epoch 2 and resumes with a fast loader: the
+    record's wait still counts epoch 1's (the checkpoint carries it with the training time)."""
+    cfg = tiny_run(data_root, method="linear_probe")
+
+    def die_in_epoch_2(step):
+        if step == 3:
+            raise Interrupt
+
+    with monkeypatch.context() as patch:
+        slow_training_items(patch, 0.05)
+        with pytest.raises(Interrupt):
+            execute_run(cfg, tmp_path, Execution(progress=False), die_in_epoch_2)
+    resumed = execute_run(cfg, tmp_path, Execution(progress=False))
+    assert resumed.extra["attempts"] == 2 and resumed.extra["data_wait_fraction"] > 0.4
+
+
 class Unmeasured(feed.FeedMeter):
     """The loop without its instrumentation: fetches untimed, no events."""
 

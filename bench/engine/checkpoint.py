@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from bench.atomic import atomic_write
+from bench.engine.feed import FeedTotals
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class Progress:
     host_wait_s: float = 0.0
     gpu_busy_s: float = 0.0
 
-    def add_feed(self, totals) -> None:
-        """Fold in a ``bench.engine.feed.FeedTotals``."""
+    def add_feed(self, totals: FeedTotals) -> None:
+        """Fold in what ``bench.engine.feed.FeedMeter`` measured."""
         self.data_wait_s += totals.data_wait_s
         self.host_wait_s += totals.host_wait_s
         self.gpu_busy_s += totals.gpu_busy_s
