@@ -60,6 +60,7 @@ def test_a_slow_loader_is_measured_and_warned_a_fast_one_is_not(tmp_path, data_r
     out = capsys.readouterr().out
     assert (f"warning: synth_motion: 1 run(s) waited for data more than 20% of their training time (linear_probe s0 "
             f"{slow.extra['data_wait_fraction']:.0%}; decoder decord_frame_cache, 0 loader workers)") in out
+    assert "a process's first run waits for that decode" in out and "remedy" not in out  # none measured on the CPU
     fast = execute_run(cfg, tmp_path / "fast", Execution(progress=False))  # its videos decoded already, kept
     assert fast.extra["data_wait_fraction"] < 0.2
     print_summary(tmp_path / "fast", [cfg])
@@ -196,11 +197,12 @@ def test_decoders_are_named_by_the_reader_that_reads(data_root):
     assert DecodeAllDataset(cfg.dataset, "train", index, cfg.recipe.clip, True).decoder == "read_frames_decode_all"
 
 
-def fed(record, wait: float, *, dataset_prepared=None, workers: int = 15, cores: int = 16, decoder="pyav_sampled"):
+def fed(record, wait: float, *, dataset_prepared=None, workers: int = 15, cores: int = 16, decoder="pyav_sampled",
+        device="cuda"):
     """``record`` as a run that waited ``wait`` of its training time would have written it."""
     return dataclasses.replace(
         record, config={**record.config, "data": {"prepared": dataset_prepared}, "data_root": "/data/k400"},
-        hardware={**record.hardware, "cpu_count": cores, "world_size": 1},
+        hardware={**record.hardware, "cpu_count": cores, "world_size": 1, "device": device},
         extra={**record.extra, "data_wait_fraction": wait, "decoder": decoder, "loader_workers": workers})
 
 
@@ -220,6 +222,9 @@ def test_the_warning_names_the_measured_remedy_for_the_case():
     assert "(measured on Kinetics-shaped h264 only)" in note
     [note] = data_bound_notes([fed(make_record("st_adapter", "k400", 0, 70.0), 0.3, dataset_prepared={"s": 1})])
     assert "no measured remedy is left for this run's setting" in note
+    [note] = data_bound_notes([fed(make_record("st_adapter", "k400", 0, 70.0), 0.3, dataset_prepared={"s": 1},
+                                   workers=0, device="cpu")])
+    assert "--workers" not in note  # a CPU run's model competes with the workers: not measured
     assert data_bound_notes([make_record("st_adapter", "k400", 0, 70.0)]) == []  # older records: no field, no note
 
 

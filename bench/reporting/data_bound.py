@@ -3,8 +3,9 @@
 Each record says what share of its training time the computation waited for the next batch
 (``data_wait_fraction``, ``bench.engine.feed``). Above ``WAIT_LIMIT`` the loader, not the model, set
 the run's pace, and the summary says so with what was measured to help: a ``prepare``d copy of a real
-dataset read from its originals (``PREPARED``, ``PREPARE_COST``), more loader workers where the
-cores allow them (``MORE_WORKERS``). The figures are quoted from the records named beside them
+dataset read from its originals (``PREPARED``, ``PREPARE_COST``), more loader workers where a GPU
+run's cores allow them (``MORE_WORKERS``); a run of the synthetic world's frame cache is told that
+its wait is the cache filling. The figures are quoted from the records named beside them
 (tests/test_feed.py checks them against those records).
 """
 from __future__ import annotations
@@ -69,12 +70,16 @@ def _note(dataset: str, runs: list[RunRecord]) -> str:
     waits = ", ".join(f"{r.method} s{r.seed} {r.extra['data_wait_fraction']:.0%}" for r in runs)
     first = runs[0]
     workers = first.extra.get("loader_workers")
+    decoder = first.extra.get("decoder", "unknown")
     remedies = [text for text in (_prepare_remedy(first), _workers_remedy(first)) if text]
     lines = [f"warning: {dataset}: {len(runs)} run(s) waited for data more than {WAIT_LIMIT:.0%} of their training "
-             f"time ({waits}; decoder {first.extra.get('decoder', 'unknown')}, {workers} loader workers): "
-             "the loader held them back"]
-    lines += [f"  remedy: {text}" for text in remedies] or [
-        "  no measured remedy is left for this run's setting: more CPU cores per process"]
+             f"time ({waits}; decoder {decoder}, {workers} loader workers): the loader held them back"]
+    lines += [f"  remedy: {text}" for text in remedies]
+    if decoder == "decord_frame_cache":
+        lines.append("  the frame cache decodes each video once per process and serves it from memory afterwards: "
+                     "a process's first run waits for that decode")
+    elif not remedies:
+        lines.append("  no measured remedy is left for this run's setting: more CPU cores per process")
     return "\n".join(lines)
 
 
@@ -96,10 +101,12 @@ def _prepare_remedy(record: RunRecord) -> str | None:
 
 
 def _workers_remedy(record: RunRecord) -> str | None:
-    """More loader workers, where the process has cores to spare for them."""
+    """More loader workers, for a GPU run whose process has cores to spare for them (on the CPU the
+    model would compete with them for the cores; not measured there)."""
     workers = record.extra.get("loader_workers")
     cores = int(record.hardware.get("cpu_count") or 0) // max(1, int(record.hardware.get("world_size") or 1))
-    if workers is None or workers + 1 >= cores:
+    if (record.hardware.get("device") != "cuda" or record.extra.get("decoder") == "decord_frame_cache"
+            or workers is None or workers + 1 >= cores):
         return None
     one, two = MORE_WORKERS.clips_per_s
     return (f"more `--workers`: this run had {workers} per process and {cores} cores per process (the loader "
