@@ -4,8 +4,9 @@ Each record says what share of its training time the computation waited for the 
 (``data_wait_fraction``, ``bench.engine.feed``). Above ``WAIT_LIMIT`` the loader, not the model, set
 the run's pace, and the summary says so with what was measured to help: a ``prepare``d copy of a real
 dataset read from its originals (``PREPARED``, ``PREPARE_COST``), more loader workers where a GPU
-run's cores allow them (``MORE_WORKERS``); a run of the synthetic world's frame cache is told that
-its wait is the cache filling. The figures are quoted from the records named beside them
+run's cores allow them (``MORE_WORKERS``); a run that read the synthetic world's frame cache is
+reminded that a process's first run fills it (the default suite's first run of a task in a job waits
+about 30% for it). The figures are quoted from the records named beside them
 (tests/test_feed.py checks them against those records).
 """
 from __future__ import annotations
