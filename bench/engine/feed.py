@@ -53,7 +53,7 @@ class FeedMeter:
         self.cuda = device.type == "cuda"
         self.totals = FeedTotals()
         self._step_start: torch.cuda.Event | None = None
-        self._pending: list[tuple[float, torch.cuda.Event, torch.cuda.Event]] = []  # (sign, start, end)
+        self._pending: list[tuple[bool, torch.cuda.Event, torch.cuda.Event]] = []  # (a stall?, start, end)
 
     def _event(self) -> torch.cuda.Event | None:
         """An event recorded now on the current (compute) stream; None off CUDA."""
@@ -73,7 +73,7 @@ class FeedMeter:
         if before is None:
             self.totals.data_wait_s += waited
         else:
-            self._pending.append((-1.0, before, self._event()))  # a stall: data wait, not busy
+            self._pending.append((True, before, self._event()))
         return batch
 
     def step_began(self) -> None:
@@ -81,7 +81,7 @@ class FeedMeter:
 
     def step_ended(self) -> None:
         if self._step_start is not None:
-            self._pending.append((1.0, self._step_start, self._event()))
+            self._pending.append((False, self._step_start, self._event()))
             self._step_start = None
         self._resolve(wait=False)
 
@@ -90,14 +90,16 @@ class FeedMeter:
         if wait and self._pending:
             self._pending[-1][2].synchronize()  # one stream: the last event completes after the others
         left = []
-        for sign, start, end in self._pending:
+        for stall, start, end in self._pending:
             if not (wait or end.query()):
-                left.append((sign, start, end))
+                left.append((stall, start, end))
                 continue
             seconds = start.elapsed_time(end) / 1000
-            self.totals.gpu_busy_s += sign * seconds
-            if sign < 0:
+            if stall:  # inside a step's span: data wait, not busy
                 self.totals.data_wait_s += seconds
+                self.totals.gpu_busy_s -= seconds
+            else:
+                self.totals.gpu_busy_s += seconds
         self._pending = left
 
     def take(self) -> FeedTotals:

@@ -58,7 +58,6 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
     )
 
 
-
 def feed_fields(progress: Progress, device: torch.device, train_set, workers: int) -> dict:
     """Whether the run was data-bound (``bench.engine.feed`` defines the fractions; of rank 0, over
     its ``train_time_s``; None when nothing was trained) and what read its frames."""
