@@ -2,6 +2,7 @@
 summary warns past 20% with the measured remedy; and measuring changes no number."""
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def test_a_slow_loader_is_measured_and_warned_a_fast_one_is_not(tmp_path, data_r
         slow_training_items(patch, 0.05)  # 0.4 s per 8-clip batch against a step of a few ms
         slow = execute_run(cfg, tmp_path / "slow", Execution(progress=False))
     assert slow.extra["data_wait_fraction"] > 0.5
+    log = (tmp_path / "slow" / "work" / cfg.name / "run.log").read_text()
+    waits = [int(w) for w in re.findall(r"epoch \d/3: .* (\d+)% of it waiting for data", log)]
+    assert len(waits) == 3 and min(waits) > 50  # a long run's log says so as it goes
     print_summary(tmp_path / "slow", [cfg])
     out = capsys.readouterr().out
     assert (f"warning: synth_motion: 1 run(s) waited for data more than 20% of their training time (linear_probe s0 "

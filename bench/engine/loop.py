@@ -196,8 +196,9 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                 mean_loss = (all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item()
                              / (steps_per_epoch * ctx.world_size))
                 progress.finish_epoch()
-                logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
-                            recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+                logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far, %.0f%% of it "
+                            "waiting for data", epoch + 1, recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0],
+                            progress.train_time_s, 100 * progress.data_wait_s / max(progress.train_time_s, 1e-9))
                 if progress.epoch in evaluate_after and progress.epoch < recipe.epochs:
                     logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
                 save()
