@@ -186,7 +186,7 @@ def test_on_cuda_a_record_says_how_busy_the_gpu_was_and_how_long_it_waited(tmp_p
         slow = execute_run(cfg, tmp_path / "slow", Execution(progress=False, device="cuda"))
     for record in (fast, slow):
         wait, busy = record.extra["data_wait_fraction"], record.extra["gpu_busy_fraction"]
-        assert 0 <= wait <= 1 and 0 < busy <= 1 and wait + busy <= 1.01
+        assert 0 <= wait <= 1 and 0 < busy <= 1 and wait + busy <= 1.05  # the GPU may trail by an optimizer step
     assert slow.extra["data_wait_fraction"] > 0.5 and slow.extra["host_data_wait_fraction"] > 0.5
     assert slow.extra["gpu_busy_fraction"] < 0.5
 
