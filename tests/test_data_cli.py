@@ -1,7 +1,9 @@
-"""``python -m bench.data``: scan from the command line, clear root errors, and the loader benchmark's record."""
+"""``python -m bench.data``: scan from the command line, clear root errors, the records of the loader
+benchmark and of prepare's."""
 import json
 
 import numpy as np
+import pytest
 
 from bench.data import ClipSpec
 from bench.data.__main__ import main
@@ -59,3 +61,20 @@ def test_benchmark_record(tmp_path):
     assert saved["acceptance"]["value"] == mixed["cpu_speedup"]
     assert saved["acceptance"]["met"] == (mixed["cpu_speedup"] >= 5)
     assert record["path"] == str(out)
+
+
+def test_prepare_speed_record(tmp_path):
+    """``bench-prepare``'s record on small clips: prepare's throughput and CPU, the reads of both
+    copies, and the break-even they imply, written where asked."""
+    from bench.data.prepare_speed import run_prepare_benchmark
+    small = ClipFormat(width=64, height=48, fps=15, seconds=(2, 2))
+    out = tmp_path / "perf" / "prepare_test.json"
+    record = run_prepare_benchmark(2, 1, tmp_path / "cache", repeats=1, tag="test", out=out, fmt=small)
+    assert json.loads(out.read_text())["videos_per_s"] == record["videos_per_s"] > 0
+    assert record["videos"] == 2 and record["workers"] == 1 and record["cpu_s_per_video"] > 0
+    assert record["wall_s"] > 0 and record["bytes"]["prepared"] > 0 and record["hardware"]["cpu_count"] >= 1
+    for copy in ("original", "prepared"):
+        assert all(record["read_cpu_ms_per_clip"][copy][split]["min"] > 0 for split in ("train", "eval"))
+    for split, saved in record["read_cpu_ms_saved_per_clip"].items():
+        expected = None if saved <= 0 else pytest.approx(record["cpu_s_per_video"] * 1000 / saved, rel=0.02)
+        assert record["break_even_reads"][split] == expected

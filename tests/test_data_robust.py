@@ -109,6 +109,7 @@ def test_prepare_reencodes_and_readers_accept_the_copy(broken_root, tmp_path):
                       EncodeSettings(short_side=32, keyframe_interval=4), workers=2, progress=False)
     assert summary["videos"] == 7 and sorted(summary["failed"]) == [str(broken_root / n) for n in
                                                                     ("empty.mp4", "garbage.mp4", "truncated.mp4")]
+    assert summary["encoded_now"] == 7 and summary["videos_per_s"] > 0 and summary["workers"] == 2
     prepared = build_dataset("list", "train", SPEC, True, tmp_path / "prepared")
     assert prepared.class_names == ["a", "b", "c"] and len(prepared) == len(GOOD)
     sample = prepared[1]
@@ -116,6 +117,7 @@ def test_prepare_reencodes_and_readers_accept_the_copy(broken_root, tmp_path):
     again = prepare("list", broken_root, tmp_path / "prepared", ("train",),
                     EncodeSettings(short_side=32, keyframe_interval=4), workers=2, progress=False)
     assert again["failed"] == summary["failed"]  # resumed: nothing left to do, same outcome
+    assert again["encoded_now"] == 0 and again["videos_per_s"] is None
 
 
 def test_broken_validation_videos_are_skipped_not_scored_as_their_stand_in():

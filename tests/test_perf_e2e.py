@@ -17,4 +17,6 @@ def test_e2e_harness_writes_one_complete_record_per_format_and_method(tmp_path):
         assert abs(r["ratio"] - r["e2e_clips_per_s"] / r["step_clips_per_s"]) < 0.01 * r["ratio"]
         assert r["eval_views"] == 3 and r["eval_clips_per_s"] > 0 and r["workers"] == 1
         assert r["gpu_busy_fraction"] is None and r["transforms"] == "device" and r["timed_steps"] == 2
+        assert r["decoder"] == "pyav_sampled" and r["run_gpu_busy_fraction"] is None
+        assert 0 <= r["data_wait_fraction"] <= 1
         assert r["loader_alone"]["train"]["clips_per_s"] > 0 and r["loader_alone"]["eval"]["clips_per_s"] > 0 and set(r["cores_by_kind"]) >= {"user", "system", "steal"}

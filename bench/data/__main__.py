@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench.data {scan,prepare,bench} ...`` (``--help`` on each)."""
+"""Command line: ``python -m bench.data {scan,prepare,bench,bench-prepare,profile} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=4)
     bench.add_argument("--tag", help="record name (default: host name)")
     bench.add_argument("--out", type=Path, help="record path (default results/perf/data_loader_<tag>.json)")
+    speed = commands.add_parser("bench-prepare", help="videos/s of prepare on Kinetics-shaped clips, and the CPU "
+                                "a prepared copy saves per read (whether preparing pays)")
+    speed.add_argument("--videos", type=int, default=32, help="distinct Kinetics-shaped clips prepared")
+    speed.add_argument("--workers", **workers)
+    speed.add_argument("--repeats", type=int, default=3, help="timed read passes over each copy (min and median kept)")
+    speed.add_argument("--cache", type=Path, help="where the fixture goes (default: $BENCH_CACHE/prepare-speed)")
+    speed.add_argument("--tag", help="record name (default: host name)")
+    speed.add_argument("--out", type=Path, help="record path (default results/perf/prepare_<tag>.json)")
     profile = commands.add_parser("profile", help="one loader worker's CPU ms per clip, stage by stage, "
                                   "on Kinetics- and SSv2-shaped files")
     profile.add_argument("--clips", type=int, default=16, help="distinct clips per fixture")
@@ -80,8 +88,18 @@ def main(argv: list[str] | None = None) -> int:
             from .prepare import prepare
             settings = EncodeSettings(args.short_side, args.keyframe_interval, args.crf)
             summary = prepare(args.dataset, args.root, args.out, args.splits, settings, args.workers)
+            speed = "" if summary["videos_per_s"] is None else (
+                f"; {summary['encoded_now']} encoded in {summary['elapsed_s']:.0f} s, "
+                f"{summary['videos_per_s']:.2f} videos/s with {args.workers} workers")
             print(f"prepared {summary['videos'] - len(summary['failed'])} of {summary['videos']} videos "
-                  f"into {summary['out']} ({len(summary['failed'])} failed, {summary['missing']} missing)")
+                  f"into {summary['out']} ({len(summary['failed'])} failed, {summary['missing']} missing){speed}")
+        elif args.command == "bench-prepare":
+            from .prepare_speed import run_prepare_benchmark
+            from bench.cache import cache_root
+            record = run_prepare_benchmark(args.videos, args.workers, args.cache or cache_root() / "prepare-speed",
+                                           args.repeats, args.tag, args.out)
+            print(json.dumps({k: record[k] for k in ("videos_per_s", "cpu_s_per_video", "read_cpu_ms_saved_per_clip",
+                                                     "break_even_reads", "path")}, indent=1))
         elif args.command == "profile":
             from .profile import run_profile
             from bench.cache import cache_root

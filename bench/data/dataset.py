@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import FrameCache, VideoDecodeError, process_frame_cache, read_frames, read_frames_other
+from .decode import FrameCache, VideoDecodeError, process_frame_cache, read_frames, read_frames_other, reader_name
 from .gpu_transforms import collate_frames, pack_draw
 from .holdout import HoldoutSpec
 from .kinetics import read_kinetics
@@ -69,6 +69,16 @@ class VideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.source_list)
+
+    @property
+    def decoder(self) -> str:
+        """The reader that reads this split's frames, as records name it (``decode.reader_name``)."""
+        return reader_name(self.frame_reader, self.frame_cache)
+
+    @property
+    def fallback_decoder(self) -> str:
+        """The reader that reads a video the first one fails on (records count those videos)."""
+        return reader_name(self.fallback_reader, self.frame_cache)
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(epoch)

@@ -231,3 +231,13 @@ def read_frames_decord(path: Path, choose: Callable[[int], np.ndarray]) -> tuple
         return frames[np.searchsorted(distinct, indices)], indices
     except Exception as err:  # decord raises RuntimeError, DECORDError (not a RuntimeError) or IndexError
         raise VideoDecodeError(path, err) from err
+
+
+def reader_name(reader: Callable, cache: bool) -> str:
+    """What a record calls a frame reader (``read_frames``' signature) used with or without the frame
+    cache: ``pyav_sampled`` (the sampled reader), ``decord_sampled``, ``decord_frame_cache`` (whole
+    videos decoded once by decord and kept), or the function's own name for any other reader."""
+    names = {read_frames: "decord_frame_cache" if cache else "pyav_sampled",
+             read_frames_other: "pyav_sampled" if cache else "decord_sampled",
+             read_frames_pyav: "pyav_sampled", read_frames_decord: "decord_sampled"}
+    return names.get(reader, getattr(reader, "__name__", repr(reader)))

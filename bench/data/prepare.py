@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing import get_context
@@ -119,10 +120,12 @@ def prepare(dataset: str, root: str | Path | None, out: Path, splits: tuple[str,
             if entry.path.is_file():
                 jobs[str(entry.path)] = (str(entry.path), str(prepared_path(entry, base, out)), settings)
     todo = [job for path, job in jobs.items() if path not in log.done]
+    began = time.perf_counter()
     with log, get_context("fork").Pool(workers) as pool:
         for result in progress_bar(pool.imap_unordered(_prepare_one, todo, chunksize=1), total=len(jobs),
                            initial=len(jobs) - len(todo), desc=f"prepare {dataset}", disable=not progress):
             log.append(result)
+    elapsed = time.perf_counter() - began
     copy_annotations(base, out)
     if dataset == "list":
         for index in indices.values():
@@ -131,6 +134,9 @@ def prepare(dataset: str, root: str | Path | None, out: Path, splits: tuple[str,
     failed = {path: r["error"] for path, r in log.done.items() if not r["ok"]}
     summary = {"dataset": dataset, "root": str(base), "out": str(out), "videos": len(jobs),
                "failed": failed, "missing": sum(len(i.missing) for i in indices.values()),
-               "settings": settings.__dict__}
+               "settings": settings.__dict__, "workers": workers,
+               # this call's share (a resumed one skips what is done): whether preparing pays, README
+               "encoded_now": len(todo), "elapsed_s": round(elapsed, 3),
+               "videos_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None}
     (out / "prepare_report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

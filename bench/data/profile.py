@@ -69,7 +69,7 @@ READERS: dict[str, tuple[str, Callable]] = {  # name: (module it needs, reader)
 }
 
 
-def _timed(fn: Callable[[], object], repeats: int, items: int) -> dict:
+def cpu_ms_per_item(fn: Callable[[], object], repeats: int, items: int) -> dict:
     """CPU ms per item of ``fn`` (which handles ``items`` items), min and median of ``repeats``."""
     fn()  # warm-up: imports, allocator, first-open costs
     times = []
@@ -104,9 +104,9 @@ def _decode_stages(paths: list[Path], spec: ClipSpec, train: bool, repeats: int)
                             to_rgb(frame)
         return run
 
-    out = {"open_index": _timed(opened, repeats, len(paths))}
-    with_decode = _timed(decoded(False), repeats, len(paths))
-    with_rgb = _timed(decoded(True), repeats, len(paths))
+    out = {"open_index": cpu_ms_per_item(opened, repeats, len(paths))}
+    with_decode = cpu_ms_per_item(decoded(False), repeats, len(paths))
+    with_rgb = cpu_ms_per_item(decoded(True), repeats, len(paths))
     out["decode"] = {k: round(with_decode[k] - out["open_index"][k], 2) for k in with_decode}
     out["rgb_conversion"] = {k: round(with_rgb[k] - with_decode[k], 2) for k in with_rgb}
     return out
@@ -135,7 +135,7 @@ def _transform_stages(clips: list[np.ndarray], spec: ClipSpec, repeats: int) -> 
     cropped = [t[..., :size, :size].contiguous() for t in tensors]
     stages["normalise_float32"] = lambda: [full._normalise(t) for t in cropped]
     stages["whole_cpu_transform"] = lambda: [full(clip, np.random.default_rng(n)) for n, clip in enumerate(clips)]
-    return {name: _timed(fn, repeats, len(clips)) for name, fn in stages.items()}
+    return {name: cpu_ms_per_item(fn, repeats, len(clips)) for name, fn in stages.items()}
 
 
 def _batch_stages(spec: ClipSpec, batch_size: int, repeats: int) -> dict:
@@ -153,7 +153,7 @@ def _batch_stages(spec: ClipSpec, batch_size: int, repeats: int) -> dict:
             ForkingPickler.dumps(batch)
             return batch
 
-        timing = _timed(collate, repeats, batch_size)
+        timing = cpu_ms_per_item(collate, repeats, batch_size)
         out[f"collate_share_{dtype}"] = {**timing, "batch_mb": round(
             batch_size * int(np.prod(shape)) * torch.tensor([], dtype=getattr(torch, dtype)).element_size() / 1e6, 1)}
     return out
@@ -221,7 +221,7 @@ def run_profile(cache: Path, clips: int = 16, repeats: int = 3, batch_size: int 
                     for number, path in enumerate(paths):
                         rng = np.random.default_rng(number)
                         read(path, lambda n: sample_indices(spec, n, train, rng))
-                result["readers"][f"{reader_name}_{what}"] = _timed(run, repeats, len(paths))
+                result["readers"][f"{reader_name}_{what}"] = cpu_ms_per_item(run, repeats, len(paths))
         if "pyav" in available:
             result["pyav_stages_train"] = _decode_stages(paths, spec, True, repeats)
         decoded = [read_frames_pyav(path, lambda n: sample_indices(spec, n, True, np.random.default_rng(i)))[0]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from bench.atomic import atomic_write
+from bench.engine.feed import FeedTotals
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ class Progress:
     epoch_loss_sum: float = 0.0  # this rank's summed step losses of the current epoch
     curves: dict = field(default_factory=dict)  # bench.store.curves format; empty until the run starts
     curve_interval: dict = field(default_factory=dict)  # the training-curve interval in progress (CurveLogger)
+    data_wait_s: float = 0.0  # of train_time_s: bench.engine.feed; 0 in checkpoints from before it
+    host_wait_s: float = 0.0
+    gpu_busy_s: float = 0.0
+
+    def add_feed(self, totals: FeedTotals) -> None:
+        """Fold in what ``bench.engine.feed.FeedMeter`` measured."""
+        self.data_wait_s += totals.data_wait_s
+        self.host_wait_s += totals.host_wait_s
+        self.gpu_busy_s += totals.gpu_busy_s
 
     def finish_epoch(self) -> None:
         self.epoch += 1

@@ -31,6 +31,7 @@ from bench.engine.curves import CurveLogger, evaluation_epochs, log_interval, te
 from bench.engine.distributed import DistContext, all_reduce, all_union, init_distributed
 from bench.engine.evaluate import diverged_metrics, evaluate
 from bench.engine.execution import Execution
+from bench.engine.feed import FeedMeter
 from bench.engine.guard import FrozenGuard
 from bench.engine.optim import Optimisation, autocast_dtype
 from bench.engine.preemption import STOPS
@@ -195,8 +196,9 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                 mean_loss = (all_reduce(torch.tensor([progress.epoch_loss_sum]), ctx).item()
                              / (steps_per_epoch * ctx.world_size))
                 progress.finish_epoch()
-                logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far", epoch + 1,
-                            recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0], progress.train_time_s)
+                logger.info("epoch %d/%d: train loss %.4f, lr %.3g, %.1f s in training so far, %.0f%% of it "
+                            "waiting for data", epoch + 1, recipe.epochs, mean_loss, opt.scheduler.get_last_lr()[0],
+                            progress.train_time_s, 100 * progress.data_wait_s / max(progress.train_time_s, 1e-9))
                 if progress.epoch in evaluate_after and progress.epoch < recipe.epochs:
                     logger.info("epoch %d: top-1 %.2f", progress.epoch, run_evaluation().metrics()["top1"])
                 save()
@@ -233,7 +235,7 @@ def _execute(cfg: RunConfig, results_dir: Path, folder: Path, execution: Executi
                           memory=memory, memory_kind=memory_kind, steps_per_epoch=steps_per_epoch,
                           predictions=predictions, fast_paths=fast_paths, guard=guarded,
                           eval_time=eval_time[0], device_transforms=on_device, diverged=diverged,
-                          fallback_ids=fallback_ids)
+                          fallback_ids=fallback_ids, workers=execution.num_workers)
     path = write_record(results_dir, record)  # last: the record is what marks the run finished
     logger.info("record written to %s", path)
     if not execution.keep_checkpoint:
@@ -264,46 +266,54 @@ def _train_epoch(model, loader, opt: Optimisation, plan: StepPlan, amp_dtype, de
 
     The next batch is fetched and staged on the device (``DeviceBatches``) as soon as a micro-batch's
     backward is queued, before its loss is read back, so the host prepares it while the GPU computes.
+    How long the computation waited for it is measured alongside (``bench.engine.feed``).
     """
     model.train()
     micro_batches = iter(loader)
+    meter = FeedMeter(device)
     remaining = len(loader) // plan.accumulation * plan.accumulation
     upcoming = next(micro_batches) if remaining else None
     timer = time.perf_counter()
-    for _ in range(len(loader) // plan.accumulation):
-        opt.optimizer.zero_grad(set_to_none=True)
-        step_loss, broken, fallbacks = 0.0, set(), set()
-        for micro in range(plan.accumulation):
-            batch, remaining = upcoming, remaining - 1
-            broken.update(replaced_indices(batch))
-            fallbacks.update(fallback_sources(batch))
-            sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
-            with (nullcontext() if sync else model.no_sync()):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(batch["video"].to(device, non_blocking=True))
-                    loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
-                opt.scaler.scale(loss).backward()
-            upcoming = next(micro_batches) if remaining else None
-            step_loss += loss.item()
-        guard.watch()
-        lr = opt.scheduler.get_last_lr()[0]  # the lr this step applies
-        opt.scaler.step(opt.optimizer)
-        opt.scaler.update()
-        opt.scheduler.step()
-        progress.step_in_epoch += 1
-        progress.epoch_loss_sum += step_loss
-        progress.clips_seen += plan.global_batch
-        progress.broken |= {("train", i) for i in broken}
-        note_fallbacks(fallbacks)
-        progress.train_time_s += time.perf_counter() - timer
-        timer = time.perf_counter()
-        step = epoch_start_step + progress.step_in_epoch
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
-        curves.step(step, step_loss, lr)
-        if step_callback is not None:
-            step_callback(step)
-        if STOPS.pending:
-            STOPS.honour(lambda: save(f"stop requested by {STOPS.signal_name}"))
+    try:
+        for _ in range(len(loader) // plan.accumulation):
+            meter.step_began()
+            opt.optimizer.zero_grad(set_to_none=True)
+            step_loss, broken, fallbacks = 0.0, set(), set()
+            for micro in range(plan.accumulation):
+                batch, remaining = upcoming, remaining - 1
+                broken.update(replaced_indices(batch))
+                fallbacks.update(fallback_sources(batch))
+                sync = micro == plan.accumulation - 1 or not hasattr(model, "no_sync")
+                with (nullcontext() if sync else model.no_sync()):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        logits = model(batch["video"].to(device, non_blocking=True))
+                        loss = F.cross_entropy(logits.float(), batch["label"].to(device)) / plan.accumulation
+                    opt.scaler.scale(loss).backward()
+                upcoming = meter.fetch(micro_batches) if remaining else None
+                step_loss += loss.item()
+            guard.watch()
+            lr = opt.scheduler.get_last_lr()[0]  # the lr this step applies
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.scheduler.step()
+            meter.step_ended()
+            progress.step_in_epoch += 1
+            progress.epoch_loss_sum += step_loss
+            progress.clips_seen += plan.global_batch
+            progress.broken |= {("train", i) for i in broken}
+            note_fallbacks(fallbacks)
+            progress.train_time_s += time.perf_counter() - timer
+            timer = time.perf_counter()
+            step = epoch_start_step + progress.step_in_epoch
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"training loss is {step_loss} at step {step}; lower the learning rate")
+            curves.step(step, step_loss, lr)
+            if step_callback is not None:
+                step_callback(step)
+            if STOPS.pending:
+                progress.add_feed(meter.take())  # the checkpoint carries the whole run's figures
+                STOPS.honour(lambda: save(f"stop requested by {STOPS.signal_name}"))
+    finally:  # a diverged trial's record says how it was fed too
+        progress.add_feed(meter.take())

@@ -19,11 +19,12 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
                  memory: int, memory_kind: str, steps_per_epoch: int, predictions: dict | None,
                  fast_paths: list[str], guard: dict, eval_time: float | None = None,
                  device_transforms: bool = False, diverged: str | None = None,
-                 fallback_ids: list[str] = ()) -> RunRecord:
+                 fallback_ids: list[str] = (), workers: int = 0) -> RunRecord:
     """``predictions`` is what ``bench.store.predictions.write_predictions`` returned for this run
     (None for a diverged trial: it has no outputs); ``fast_paths`` the function-preserving changes
     applied to its model (bench.engine.build); ``diverged`` why a tuning trial stopped training;
-    ``fallback_ids`` the videos (``split:id``) the fallback reader read, which are not broken."""
+    ``fallback_ids`` the videos (``split:id``) the fallback reader read, which are not broken;
+    ``workers`` the loader workers of each process."""
     commit, dirty = provenance.git_state()
     precision = "fp32" if amp_dtype is None else {torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype]
     return RunRecord(
@@ -51,7 +52,18 @@ def make_record(cfg: RunConfig, metrics: dict, counts: Counts, train_set, plan: 
             "fvcore_unsupported_ops": counts.unsupported_ops, "fast_paths": fast_paths, "frozen_guard": guard,
             **({} if eval_time is None else {"eval_time_s": round(eval_time, 3)}),
             "transforms": "device" if device_transforms else "loader workers",
+            **feed_fields(progress, ctx.device, train_set, workers),
             **({} if diverged is None else {"diverged": diverged}),
         },
     )
 
+
+def feed_fields(progress: Progress, device: torch.device, train_set, workers: int) -> dict:
+    """Whether the run was data-bound (``bench.engine.feed`` defines the fractions; of rank 0, over
+    its ``train_time_s``; None when nothing was trained) and what read its frames."""
+    def share(seconds: float) -> float | None:
+        return round(seconds / progress.train_time_s, 4) if progress.train_time_s else None
+
+    return {"data_wait_fraction": share(progress.data_wait_s), "host_data_wait_fraction": share(progress.host_wait_s),
+            "gpu_busy_fraction": share(progress.gpu_busy_s) if device.type == "cuda" else None,
+            "decoder": train_set.decoder, "fallback_decoder": train_set.fallback_decoder, "loader_workers": workers}

@@ -9,9 +9,11 @@ from bench.config import RunConfig
 
 
 def print_summary(results_dir: Path, runs: Sequence[RunConfig]) -> None:
-    """Mean ± std of top-1/top-5 per (dataset, method) over the runs of this invocation."""
+    """Mean ± std of top-1/top-5 per (dataset, method) over the runs of this invocation, and a
+    warning for runs that waited for their data (``bench.reporting.data_bound``)."""
     from tabulate import tabulate
 
+    from bench.reporting.data_bound import data_bound_notes
     from bench.reporting.summary import summarize
     from bench.store.records import find_record, load_record
     records = [load_record(p) for p in (find_record(results_dir, cfg.hash()) for cfg in runs) if p]
@@ -24,6 +26,8 @@ def print_summary(results_dir: Path, runs: Sequence[RunConfig]) -> None:
     print("\n" + tabulate(rows, headers=("dataset", "method", "seeds", "top-1 %", "top-5 %", "trainable",
                                          "GFLOPs/view")))
     print(f"\nfull tables and plots: python -m bench.report --results {results_dir}")
+    for note in data_bound_notes(records):  # last, where it is seen
+        print("\n" + note)
 
 
 def print_selection(sweeps: Sequence) -> None:

@@ -9,9 +9,11 @@ process. Per run it records: e2e clips/s over the steady steps of training (the 
 ``skip_steps`` are worker start-up), the step-alone clips/s and their ratio, the GPU's busy
 fraction over those steps (NVML), the CPU time every process of the machine spent per clip
 (``/proc/stat``, with the cores busy by kind), the same for evaluation, and the training loader's
-clips/s by itself (no GPU work: the data path's ceiling). Precision is the step benchmark's bf16 autocast
-for both, so the ratio measures the data path alone. One record per (format, method):
-``results/perf/e2e_<format>_<method>.json``.
+clips/s by itself (no GPU work: the data path's ceiling), and what the run's own record says about
+its feeding (``bench.engine.feed``: ``data_wait_fraction``, the GPU's busy fraction from CUDA events
+as ``run_gpu_busy_fraction`` beside NVML's, and the ``decoder``; over the whole of training, not only
+the timed steps). Precision is the step benchmark's bf16 autocast for both, so the ratio measures the
+data path alone. One record per (format, method): ``results/perf/e2e_<format>_<method>.json``.
 """
 from __future__ import annotations
 
@@ -237,7 +239,10 @@ def run_e2e(fmt: str, method: str, spec: E2ESpec, cache: Path, results: Path,
         "eval_ratio": round(eval_clips / step.eval_clips_per_s, 3), "eval_views": views,
         "eval_videos": record.extra["val_videos"], "eval_includes": "loader start-up and the last partial batch",
         "workers": spec.workers, "cpu_count": os.cpu_count(), "gpu": env["hardware"].get("gpu", "none"),
-        "transforms": record.extra["transforms"], "device_transform": transform_cost, "precision": "bf16 autocast (e2e and step alike)",
+        "transforms": record.extra["transforms"], "device_transform": transform_cost,
+        "decoder": record.extra["decoder"], "data_wait_fraction": record.extra["data_wait_fraction"],
+        "run_gpu_busy_fraction": record.extra["gpu_busy_fraction"],
+        "precision": "bf16 autocast (e2e and step alike)",
         "spec": dataclasses.asdict(spec), "fixture_root": str(root), "environment": env,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -267,5 +272,6 @@ def run_all(formats: list[str], methods: list[str], spec: E2ESpec, cache: Path, 
 def format_row(r: dict[str, Any]) -> str:
     busy = "n/a" if r["gpu_busy_fraction"] is None else f"{r['gpu_busy_fraction']:.2f}"
     return (f"{r['format']:>14} {r['case']:<18} e2e {r['e2e_clips_per_s']:6.1f}  step {r['step_clips_per_s']:6.1f}  "
-            f"ratio {r['ratio']:.2f}  gpu busy {busy}  cpu {r['cpu_ms_per_clip']:5.1f} ms/clip  "
+            f"ratio {r['ratio']:.2f}  gpu busy {busy}  data wait {r['data_wait_fraction']:.2f}  "
+            f"cpu {r['cpu_ms_per_clip']:5.1f} ms/clip  "
             f"eval {r['eval_clips_per_s']:6.1f} / {r['eval_step_clips_per_s']:6.1f} ({r['eval_ratio']:.2f})")
