@@ -9,7 +9,7 @@ import submitit
 
 from bench.engine.execution import Execution
 from bench.engine.loop import execute_run
-from bench.launch.submit import LaunchOptions, launch
+from bench.launch.submit import LaunchOptions, job_folder, launch, make_executor
 from bench.store.records import find_record, load_records, write_record
 from tests.engine_helpers import assert_ddp_matches_single, generated_tiny_world, tiny_run
 from tests.record_factory import make_record
@@ -39,6 +39,15 @@ def test_job_array_reports_the_failing_job_and_finishes_the_others(tmp_path, dat
     assert f"job {failed.job_id} FAILED" in shown.out + shown.err and str(failed.stderr) in shown.out + shown.err
     assert {r.config_hash for r in load_records(tmp_path)} == {c.hash() for c in good}
     assert find_record(tmp_path, bad.hash()) is None
+
+
+def test_local_jobs_log_where_their_controller_made_the_folder(tmp_path):
+    """submitit's local controller mkdirs its folder by the literal path, then opens its log there at
+    once; with a per-job ``%j`` folder it raced the submitting process that creates ``<pid>/`` (CI
+    lost a job this way, unlogged). The local folder must need no job id to exist."""
+    executor = make_executor(LaunchOptions(executor="local"), job_folder(tmp_path / "submitit", "local"))
+    assert submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder) == executor.folder
+    assert job_folder(tmp_path, "slurm").name == "%j"  # sbatch creates each job's folder itself
 
 
 def write_many(results: str, dataset: str, count: int) -> None:

@@ -139,6 +139,14 @@ def chunk_runs(runs: Sequence[RunConfig], options: LaunchOptions) -> list[list[R
     return deal_runs(runs, options.parallel)
 
 
+def job_folder(base: Path, executor: str) -> Path:
+    """One folder per job on SLURM, where sbatch creates it before the job starts. Locally, one flat
+    folder: submitit's local controller creates its folder by the literal path and opens
+    ``<pid>_0_log.out`` in it at once, while the ``<pid>/`` folder appears only when the submitting
+    process moves the pickle there, so a fast controller found no folder and the job died unlogged."""
+    return base / "%j" if executor == "slurm" else base
+
+
 def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
     if options.executor == "debug":
         return submitit.DebugExecutor(folder)
@@ -157,8 +165,8 @@ def launch(runs: Sequence[RunConfig], results_dir: Path, execution: Execution,
     """Submit the runs, wait for every job with a progress bar over runs, report each job."""
     if not runs:
         return []
-    folder = Path(results_dir) / "work" / SUBMITIT_SUBDIR / "%j"
-    executor = make_executor(options, folder)
+    jobs_root = Path(results_dir) / "work" / SUBMITIT_SUBDIR
+    executor = make_executor(options, job_folder(jobs_root, options.executor))
     chunks = chunk_runs(runs, options)
     job_fns = [RunJob(chunk, str(results_dir), execution, options.force) for chunk in chunks]
     if options.executor == "debug":
@@ -172,7 +180,7 @@ def launch(runs: Sequence[RunConfig], results_dir: Path, execution: Execution,
             raise SubmissionRefused(f"the {options.executor} scheduler refused the {len(job_fns)} job(s): "
                                     f"{' '.join(str(err).split())}; fix the SLURM profile (slurm/README.md)") from None
     print(f"submitted {len(runs)} runs as {len(jobs)} {options.executor} job(s); job logs under "
-          f"{folder.parent}, run logs under {Path(results_dir) / 'work'}/<run>/{LOG_NAME}", flush=True)
+          f"{jobs_root}, run logs under {Path(results_dir) / 'work'}/<run>/{LOG_NAME}", flush=True)
     return wait(jobs, chunks, results_dir, options)
 
 
