@@ -184,15 +184,16 @@ HELD_OUT = {-2: 62.0, -1: 60.0, 0: 50.0, 1: 40.0, 2: 20.0}  # what the trials sc
 VALIDATION = {-2: 20.0, -1: 30.0, 0: 45.0, 1: 99.0, 2: 10.0}  # what the same points score on the validation set
 
 
-def plant_sweep(results: Path, data_root: Path, points: int = 3,
-                method: str = "linear_probe") -> tuple[dict[str, list[RunConfig]], list[RunConfig]]:
+def plant_sweep(results: Path, data_root: Path, points: int = 3, method: str = "linear_probe",
+                held_out: dict[int, float] = HELD_OUT, **recipe_changes
+                ) -> tuple[dict[str, list[RunConfig]], list[RunConfig]]:
     """Trials of ``method`` at ``points`` lrs in RESULTS/tuning, and validation records of the same
     configurations in RESULTS/runs, where a held-out loser (step +1) wins."""
-    runs = [tiny_run(data_root, method=method, seed=s) for s in (0, 1)]
+    runs = [tiny_run(data_root, method=method, seed=s, **recipe_changes) for s in (0, 1)]
     trials = {key: [dataclasses.replace(t, data={"val_list_sha256": "held-out", "prepared": None}) for t in group]
               for key, group in plan_trials(runs, request(points=points, seeds=(0, 1))).items()}
     for t in next(iter(trials.values())):
-        write_record(tuning_dir(results), planted_record(t, HELD_OUT[t.trial.point[0].step] + t.seed, videos=50))
+        write_record(tuning_dir(results), planted_record(t, held_out[t.trial.point[0].step] + t.seed, videos=50))
         final = dataclasses.replace(t, trial=None)
         write_record(results, planted_record(final, VALIDATION[t.trial.point[0].step] + t.seed, videos=640))
     return trials, runs
@@ -344,3 +345,17 @@ def test_the_tuned_reference_method_is_the_reference_of_the_paired_tests(tmp_pat
     built = build_report(results)  # the default reference, st_adapter: two configurations of it here
     [sweep] = built.sweeps
     assert built.analysis[sweep.key[:3]].reference == sweep.chosen.label == "st_adapter[width=16](base_lr=0.16)"
+
+
+def test_the_reference_is_each_groups_own_choice(tmp_path, data_root):
+    """One group's sweep keeps the declared lr, another's chooses a tuned one: each group's paired
+    tests take its own choice (a set of choices pooled over groups held both labels in the second
+    group, and the reference was declared ambiguous there)."""
+    results = tmp_path / "results"
+    plant_sweep(results, data_root, method="st_adapter")
+    plant_sweep(results, data_root, method="st_adapter", held_out={-1: 40.0, 0: 60.0, 1: 50.0},
+                name="tiny_b", weight_decay=0.05)  # another recipe: another group
+    built = build_report(results)
+    chosen = {sweep.key[:3]: sweep.chosen.label for sweep in built.sweeps}
+    assert sorted(chosen.values()) == ["st_adapter[width=16]", "st_adapter[width=16](base_lr=0.16)"]
+    assert {group: built.analysis[group].reference for group in chosen} == chosen

@@ -79,7 +79,9 @@ def build_report(results_dir: Path | str, reference: Path | str = DEFAULT_REFERE
     summaries = summarize(records, results_dir)
     by_name = {r.file_name: r for r in records}
     sweeps = load_sweeps(results_dir)
-    chosen = {s.chosen.label for s in sweeps}
+    chosen: dict[Group, set[str]] = {}
+    for sweep in sweeps:
+        chosen.setdefault(group_of(sweep), set()).add(sweep.chosen.label)
     perf_records = load_perf_records(perf)
     cases = index_perf_records(perf_records, perf)
     costs = {(*s.group, s.method): configuration_costs(by_name[s.files[0]], str(runs_dir(results_dir) / s.files[0]),

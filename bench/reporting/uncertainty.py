@@ -137,15 +137,16 @@ def resolve_reference(rows: Sequence[MethodSummary], reference_method: str,
 
 def analyse(summaries: Sequence[MethodSummary], records: Mapping[str, RunRecord], results_dir: Path | str,
             reference_method: str = DEFAULT_REFERENCE_METHOD,
-            preferred: Collection[str] = ()) -> dict[Group, GroupAnalysis]:
-    """Intervals and paired tests of every group, in the summaries' order (``preferred``: see
-    ``resolve_reference``)."""
+            preferred: Mapping[Group, Collection[str]] | None = None) -> dict[Group, GroupAnalysis]:
+    """Intervals and paired tests of every group, in the summaries' order (``preferred``: each
+    group's tuning choices, see ``resolve_reference``; per group, because one method's choice is
+    its declared label in one group and a tuned one in another)."""
     analysis = {}
     for group, rows in group_summaries(summaries).items():
         outcomes = {s.method: load_outcomes(s, records, results_dir) for s in rows}
         hits = _hits_by_configuration(outcomes)
         intervals = {s.method: _intervals(s, outcomes[s.method], hits.get(s.method)) for s in rows}
-        reference, note = resolve_reference(rows, reference_method, preferred)
+        reference, note = resolve_reference(rows, reference_method, (preferred or {}).get(group, ()))
         notes = [note] if note else []
         without = [s.method for s in rows if outcomes[s.method] is None]
         if without:
